@@ -1,0 +1,54 @@
+"""ament_python package for molmoact2_ros; also a plain pip-installable package (see README)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "molmoact2_ros"
+
+# Host roles (README "Install by host role"). A robot PC installs `ros` + its hardware extra, never torch.
+EXTRAS = {
+    # GPU (or CPU) policy host: LeRobot ships the real MolmoAct2 remote code; its transformers pin.
+    "policy": ["lerobot[transformers-dep]==0.6.1", "safetensors", "tokenizers"],
+    # ROS 2 Kilted from PyPI wheels, for machines without a ROS install. Do not install on a ROS host.
+    "ros": [
+        "ros-rclpy", "ros-sensor-msgs", "ros-std-msgs", "ros-trajectory-msgs", "ros-geometry-msgs",
+        "ros-diagnostic-msgs", "ros-std-srvs", "ros-lifecycle-msgs", "ros-rmw-fastrtps-cpp",
+    ],
+    "bags": ["rosbags>=0.10"],
+    "sim": ["mujoco>=3.2,<4", "gymnasium>=1.0"],
+    "so100": ["feetech-servo-sdk>=1.0", "pyserial>=3.5"],
+    "yam": ["dreamscale-i2rt", "python-can>=4.2"],
+    "franka": ["pylibfranka"],
+    "realsense": ["pyrealsense2"],
+    "dev": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "ruff>=0.6", "mypy>=1.10", "matplotlib"],
+}
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["tests", "tests.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config/embodiments", glob("config/embodiments/*.yaml")),
+        (f"share/{PACKAGE}/config/dds", glob("config/dds/*.xml")),
+    ],
+    python_requires=">=3.12",
+    install_requires=["numpy>=1.26", "pyyaml>=6", "pydantic>=2.6", "tqdm>=4.60", "pillow>=10"],
+    extras_require=EXTRAS,
+    zip_safe=True,
+    maintainer="molmoact2_ros developers",
+    maintainer_email="molmoact2-ros@example.org",
+    description="ROS 2 node suite deploying the MolmoAct2 vision-language-action model on robot arms",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "molmoact2-ros = molmoact2_ros.cli:main",
+            "perception_node = molmoact2_ros.nodes.perception_node:main",
+            "policy_node = molmoact2_ros.nodes.policy_node:main",
+            "driver_node = molmoact2_ros.nodes.driver_node:main",
+        ],
+    },
+)
