@@ -14,7 +14,7 @@ sees the *model* space of its training data (LeRobot degrees for SO-100/101, DRO
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import yaml
@@ -167,7 +167,7 @@ class EmbodimentConfig(_Strict):
         if len(set(cams)) != len(cams):
             raise ValueError(f"camera names must be unique; got {cams}")
         if self.hardware.params:
-            unknown_backends = sorted(set(self.hardware.params) - set(HardwareBackend.__args__))
+            unknown_backends = sorted(set(self.hardware.params) - set(get_args(HardwareBackend)))
             if unknown_backends:
                 raise ValueError(f"hardware.params names unknown backends {unknown_backends}")
         for arm, members in self.arms.items():

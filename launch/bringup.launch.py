@@ -1,0 +1,51 @@
+"""ros2 launch molmoact2_ros bringup.launch.py embodiment:=so101 [backend:=mock checkpoint:=tiny ...]
+
+A thin adapter over molmoact2_ros.bringup.describe(): the pip path (`molmoact2-ros bringup`) reads the
+same description, so both start the same nodes with the same parameters.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
+from launch_ros.actions import Node
+
+from molmoact2_ros.bringup import PACKAGE, BringupOptions, describe
+
+ARGS = {
+    "embodiment": ("so101", "built-in embodiment name or path to an embodiment YAML"),
+    "backend": ("", "hardware backend; '' = the embodiment's"),
+    "camera_source": ("", "camera source for every camera; '' = per camera from the embodiment"),
+    "checkpoint": ("", "checkpoint dir, Hugging Face id, or 'tiny'; '' = the embodiment's default"),
+    "device": ("cpu", "torch device for the policy node (cuda on a GPU host)"),
+    "dtype": ("fp32", "fp32 or bf16"),
+    "instruction": ("", "initial task in words"),
+    "shadow_mode": ("", "'' = embodiment default (on for real hardware), 'true' or 'false'"),
+    "with_perception": ("true", "start the perception node"),
+    "with_policy": ("true", "start the policy node (false on a robot PC whose policy runs elsewhere)"),
+    "with_driver": ("true", "start the driver node (false on a GPU host)"),
+}
+
+
+def _nodes(context):
+    v = {k: LaunchConfiguration(k).perform(context) for k in ARGS}
+    opts = BringupOptions(
+        embodiment=v["embodiment"], backend=v["backend"], camera_source=v["camera_source"],
+        checkpoint=v["checkpoint"], device=v["device"], dtype=v["dtype"], instruction=v["instruction"],
+        shadow_mode=v["shadow_mode"], with_perception=v["with_perception"] == "true",
+        with_policy=v["with_policy"] == "true", with_driver=v["with_driver"] == "true",
+    )
+    return [
+        Node(package=PACKAGE, executable=spec.executable, name=spec.name, parameters=[spec.parameters],
+             output="screen", emulate_tty=True)
+        for spec in describe(opts)
+    ]
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        *[DeclareLaunchArgument(k, default_value=d, description=desc) for k, (d, desc) in ARGS.items()],
+        # Local by default: DDS discovery stays on this host unless the caller already chose otherwise.
+        SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE",
+                               EnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", default_value="LOCALHOST")),
+        OpaqueFunction(function=_nodes),
+    ])

@@ -1,0 +1,166 @@
+"""``molmoact2-ros``: the one command-line entry point (demo, bringup, config checks, checkpoints).
+
+Errors this package raises on purpose are printed as one line and exit with status 2; a traceback
+means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from molmoact2_ros.core.embodiment import list_embodiments, load_embodiment
+from molmoact2_ros.core.errors import MolmoAct2RosError
+
+
+def _add_embodiment(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embodiment", "-e", default="so101",
+                   help=f"built-in name ({', '.join(list_embodiments())}) or path to a YAML (default: so101)")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from molmoact2_ros.demo import DemoOptions, format_summary, run_demo
+
+    opts = DemoOptions(
+        embodiment=args.embodiment, duration_s=args.duration, checkpoint=args.checkpoint,
+        instruction=args.instruction, max_inference_rate_hz=args.max_inference_rate,
+        camera_fps=args.camera_fps, log_dir=args.log_dir or "", quiet=args.quiet,
+    )
+    result = run_demo(opts)
+    print(format_summary(load_embodiment(args.embodiment).name, result))
+    return 0 if result.ok else 1
+
+
+def cmd_bringup(args: argparse.Namespace) -> int:
+    from molmoact2_ros.bringup import BringupOptions, describe
+    from molmoact2_ros.nodes.runtime_env import apply_local_ros_defaults
+    from molmoact2_ros.process_runner import ProcessGroup
+
+    apply_local_ros_defaults()
+    opts = BringupOptions(
+        embodiment=args.embodiment, backend=args.backend, camera_source=args.camera_source,
+        checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, instruction=args.instruction,
+        shadow_mode=args.shadow_mode, with_perception=not args.no_perception,
+        with_policy=not args.no_policy, with_driver=not args.no_driver,
+    )
+    specs = describe(opts)
+    log_dir = Path(args.log_dir or f"/tmp/molmoact2_bringup_{os.getpid()}")
+    group = ProcessGroup(specs, dict(os.environ), log_dir)
+    group.start()
+    print(f"started {', '.join(s.name for s in specs)}; logs in {log_dir}; Ctrl-C stops")
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        while not stop["now"]:
+            dead = group.exited()
+            if dead:
+                n = dead[0]
+                print(f"{n.spec.name} exited (code {n.process.returncode}):\n{n.log_tail()}", file=sys.stderr)
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    codes = group.stop()
+    return 0 if all(c in (0, -2, 130) for c in codes.values()) else 1
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    for f in args.files:
+        emb = load_embodiment(f)
+        print(f"{f}: OK ({emb.name}: {emb.dof} joints, {len(emb.cameras)} cameras, "
+              f"{emb.control_rate_hz:g} Hz, tag {emb.policy.norm_tag})")
+    return 0
+
+
+def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
+    from molmoact2_ros.backends.policy.tiny_checkpoint import build_tiny_checkpoint
+
+    emb = load_embodiment(args.embodiment)
+    t0 = time.monotonic()
+    out = build_tiny_checkpoint(Path(args.out), emb, think=args.think, seed=args.seed)
+    print(f"wrote tiny {'Think ' if args.think else ''}checkpoint for {emb.name} to {out} "
+          f"({time.monotonic() - t0:.1f} s)")
+    return 0
+
+
+def cmd_list_embodiments(args: argparse.Namespace) -> int:
+    for name in list_embodiments():
+        emb = load_embodiment(name)
+        print(f"{name:14s} {emb.dof:2d} joints  cameras {','.join(emb.camera_names):18s} "
+              f"{emb.control_rate_hz:g} Hz  {emb.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="molmoact2-ros", description="MolmoAct2 on ROS 2: run the closed loop, bring up a station, "
+        "validate configs, build test checkpoints.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run the whole graph (mock arm, synthetic cameras) and print a summary",
+                       description="Start perception, policy and driver as separate processes on the "
+                       "built-in default (so101, mock hardware, synthetic cameras, tiny checkpoint built on "
+                       "first use), run for --duration seconds, stop cleanly and print a summary. Exits 1 "
+                       "if no chunk was executed.")
+    _add_embodiment(p)
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of closed loop (default: 20)")
+    p.add_argument("--checkpoint", default="tiny", help="'tiny' (default) or a checkpoint directory")
+    p.add_argument("--instruction", default="pick up the red cube and place it in the bowl")
+    p.add_argument("--max-inference-rate", type=float, default=0.0, help="Hz cap on inference; 0 = none")
+    p.add_argument("--camera-fps", type=float, default=0.0, help="override camera fps; 0 = embodiment's")
+    p.add_argument("--log-dir", help="where node logs go (default: a new temp dir)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bringup", help="start a station's nodes as processes until Ctrl-C (pip installs)",
+                       description="The pip path's equivalent of `ros2 launch molmoact2_ros "
+                       "bringup.launch.py`; both read molmoact2_ros.bringup.")
+    _add_embodiment(p)
+    p.add_argument("--backend", default="", help="hardware backend; default: the embodiment's")
+    p.add_argument("--camera-source", default="", help="camera source for all cameras; default: per camera")
+    p.add_argument("--checkpoint", default="", help="dir, hub id or 'tiny'; default: the embodiment's")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--instruction", default="")
+    p.add_argument("--shadow-mode", default="", choices=["", "true", "false"],
+                   help="driver shadow mode; default: on for real hardware, off for mock")
+    p.add_argument("--no-perception", action="store_true")
+    p.add_argument("--no-policy", action="store_true")
+    p.add_argument("--no-driver", action="store_true")
+    p.add_argument("--log-dir")
+    p.set_defaults(func=cmd_bringup)
+
+    p = sub.add_parser("check-config", help="validate embodiment YAML files")
+    p.add_argument("files", nargs="+", help="YAML paths or built-in names")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("make-tiny-checkpoint",
+                       help="write a tiny random checkpoint built from the real MolmoAct2 code")
+    p.add_argument("out", help="output directory")
+    _add_embodiment(p)
+    p.add_argument("--think", action="store_true", help="Think variant (depth reasoning terminates)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_tiny_checkpoint)
+
+    p = sub.add_parser("list-embodiments", help="list the built-in embodiment configs")
+    p.set_defaults(func=cmd_list_embodiments)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MolmoAct2RosError as exc:
+        print(f"molmoact2-ros: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
