@@ -1,0 +1,75 @@
+"""The robot hardware interface every backend implements (mock, mujoco, ros_topic, feetech, ...).
+
+Small on purpose, like LeRobot's robot classes: connect, read the measured joints, write a command and
+get back what was actually sent, disconnect. Everything is in the embodiment's joint order and robot
+units (``core.embodiment``). Backends raise ``HardwareError`` with an actionable message; the driver
+counts failures and latches a fault in the safety stack. No rclpy here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from molmoact2_ros.core.embodiment import EmbodimentConfig
+from molmoact2_ros.core.errors import HardwareError
+
+
+@dataclass
+class HardwareReading:
+    """One measurement: positions (dof,) in robot units; per-joint temperatures where reported."""
+
+    positions: np.ndarray
+    temperatures_c: np.ndarray | None = None
+
+
+class HardwareInterface(ABC):
+    """One robot (or one bimanual station) behind the driver's safety stack."""
+
+    #: registry name of the backend ("mock", "feetech", ...)
+    name: str = "abstract"
+
+    def __init__(self, embodiment: EmbodimentConfig):
+        self.embodiment = embodiment
+        self._connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def max_temperature_c(self) -> float | None:
+        """Above this reported temperature the driver latches an over-temperature fault (None: unchecked)."""
+        return None
+
+    @abstractmethod
+    def connect(self) -> None:
+        """Open the bus / session. Raises HardwareError naming what to check (port, IP, power)."""
+
+    @abstractmethod
+    def read(self) -> HardwareReading:
+        """Measured joint positions (and temperatures if the hardware reports them)."""
+
+    @abstractmethod
+    def write(self, positions: np.ndarray) -> np.ndarray:
+        """Send joint position targets; return what was actually sent (after any backend clipping)."""
+
+    @abstractmethod
+    def disconnect(self) -> None:
+        """Release the hardware. Safe to call when not connected."""
+
+    def _require_connected(self) -> None:
+        if not self._connected:
+            raise HardwareError(f"{self.name} backend: not connected (call connect() first)")
+
+    def _check_command(self, positions: np.ndarray) -> np.ndarray:
+        cmd = np.asarray(positions, dtype=np.float64)
+        if cmd.shape != (self.embodiment.dof,):
+            raise HardwareError(
+                f"{self.name} backend: command shape {cmd.shape} does not match {self.embodiment.dof} joints"
+            )
+        if not np.all(np.isfinite(cmd)):
+            raise HardwareError(f"{self.name} backend: refusing a non-finite command {cmd.tolist()}")
+        return cmd

@@ -1,0 +1,502 @@
+"""Driver node: executes action chunks on one robot through the safety stack, at the embodiment's tick rate.
+
+A lifecycle node (``molmoact2_driver``). configure = load the embodiment and connect the hardware;
+activate = start (or resume) the control loop; deactivate = hold position; cleanup/shutdown = stop the
+loop, hold, disconnect. With ``autostart`` (default) it configures and activates itself, like Nav2's
+lifecycle manager, because the pip install has no ``ros2 lifecycle`` CLI.
+
+The control loop runs on its own thread with absolute deadlines (``time.perf_counter``), never on an
+executor timer: a busy executor (chunk deserialisation, services, diagnostics) must not stretch the
+control period. Every tick: read the hardware, ``SafetyStack.tick`` (scheduler -> clamp -> rate limit ->
+startup guard), write, publish ``/joint_states`` (measured) and ``~/commanded`` (what was actually
+written; ``~/shadow_commanded`` in shadow mode, where nothing is written). All the logic is in
+``core.safety`` / ``core.scheduler``; this module translates messages and owns threads and ROS entities.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Any
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from molmoact2_ros.backends.hardware import HardwareInterface, make_hardware
+from molmoact2_ros.core.chunk import ActionChunk
+from molmoact2_ros.core.embodiment import EmbodimentConfig, load_embodiment
+from molmoact2_ros.core.errors import ChunkRejected, ConfigError, HardwareError
+from molmoact2_ros.core.safety import (
+    REJECT_EMPTY,
+    REJECT_NO_STAMP,
+    REJECT_SHAPE,
+    SafetyStack,
+    SafetyState,
+    infer_rate_hz,
+)
+from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
+from molmoact2_ros.nodes.qos import CHUNK_QOS, CHUNK_TOPIC, ESTOP_TOPIC, JOINT_STATE_QOS, JOINT_STATES_TOPIC
+
+NODE_NAME = "molmoact2_driver"
+# Backends that only simulate motion: never shadowed by default, whatever the YAML says.
+SIMULATED_BACKENDS = ("mock", "mujoco")
+PERIOD_ERROR_WINDOW = 3000  # ticks kept for the period-error percentiles (100 s at 30 Hz)
+LOG_DRAIN_PERIOD_S = 0.1  # the control thread's log lines reach the ROS log within this
+
+
+def trajectory_to_chunk(msg: JointTrajectory, default_rate_hz: float) -> ActionChunk:
+    """A JointTrajectory (message contract) as an ActionChunk in the message's own joint order.
+
+    Raises ChunkRejected for what cannot be parsed (no stamp, no points, ragged points, bad
+    time_from_start); everything else is checked by ``core.safety.validate_chunk``.
+    """
+    stamp = msg.header.stamp
+    if stamp.sec == 0 and stamp.nanosec == 0:
+        raise ChunkRejected(REJECT_NO_STAMP, "header.stamp is zero; set it to the observation's capture time")
+    if not msg.points:
+        raise ChunkRejected(REJECT_EMPTY, "trajectory has no points")
+    names = list(msg.joint_names)
+    rows = []
+    for k, point in enumerate(msg.points):
+        if len(point.positions) != len(names):
+            raise ChunkRejected(
+                REJECT_SHAPE, f"point {k} has {len(point.positions)} positions for {len(names)} joint names"
+            )
+        rows.append(np.asarray(point.positions, dtype=np.float64))
+    times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+    rate = infer_rate_hz(times, default_rate_hz)
+    return ActionChunk(joint_names=names, positions=np.stack(rows), stamp_s=stamp.sec + stamp.nanosec * 1e-9,
+                       rate_hz=rate)
+
+
+class DriverNode(LifecycleNode):
+    """Chunk scheduler + safety stack + hardware backend behind the message contract."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any):
+        super().__init__(node_name, **kwargs)
+        self._declare_parameters()
+        self.embodiment: EmbodimentConfig | None = None
+        self.hardware: HardwareInterface | None = None
+        self.stack: SafetyStack | None = None
+        self._publishers_owned: list[Any] = []
+        self._subscriptions_owned: list[Any] = []
+        self._services_owned: list[Any] = []
+        self._loop_thread: threading.Thread | None = None
+        self._stop_loop = threading.Event()
+        self._hw_lock = threading.Lock()  # hardware calls from the loop vs. release at shutdown
+        self._stats_lock = threading.Lock()
+        self._period_errors_s: deque[float] = deque(maxlen=PERIOD_ERROR_WINDOW)
+        self._overruns = 0
+        self._read_errors = 0
+        self._write_errors = 0
+        self._read_streak = 0
+        self._write_streak = 0
+        self._tick_exceptions = 0
+        self._last_state: SafetyState | None = None
+        self._log_queue: deque[tuple[str, str]] = deque(maxlen=1000)
+        self._error_limit = int(self._param("hardware_error_limit"))
+        self._configure_error = ""
+        self._lifecycle = "unconfigured"
+        self._diagnostics = DiagnosticsPublisher(
+            self, self._diagnostics_snapshot, period_s=self._param("diagnostics_period_s"),
+            hardware_id=NODE_NAME,
+        )
+        self._log_timer = self.create_timer(LOG_DRAIN_PERIOD_S, self._drain_log_queue)
+        if self._param("autostart") and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    # ---- parameters ---------------------------------------------------------------------------
+    def _declare_parameters(self) -> None:
+        def desc(text: str) -> ParameterDescriptor:
+            return ParameterDescriptor(description=text)
+
+        self.declare_parameter("embodiment", "so101", desc("built-in embodiment name or a YAML file path"))
+        self.declare_parameter("backend", "", desc("hardware backend; empty: the embodiment's backend"))
+        self.declare_parameter("autostart", True, desc("configure + activate at startup (no lifecycle CLI)"))
+        self.declare_parameter(
+            "shadow_mode", Parameter.Type.BOOL,
+            desc("compute everything, write nothing; unset: the embodiment's hardware.shadow_mode_default "
+                 "(never for the mock/mujoco backends)"),
+        )
+        self.declare_parameter("diagnostics_period_s", 1.0, ParameterDescriptor(
+            description="seconds between /diagnostics messages",
+            floating_point_range=[FloatingPointRange(from_value=0.01, to_value=60.0)]))
+        self.declare_parameter("hardware_error_limit", 3, ParameterDescriptor(
+            description="consecutive hardware read or write failures before the driver latches a fault",
+            integer_range=[IntegerRange(from_value=1, to_value=1000)]))
+
+    def _param(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _resolve_shadow(self, emb: EmbodimentConfig, backend: str) -> bool:
+        p = self.get_parameter_or("shadow_mode", None)
+        if p is not None and p.type_ != Parameter.Type.NOT_SET:
+            return bool(p.value)
+        return False if backend in SIMULATED_BACKENDS else emb.hardware.shadow_mode_default
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        log = self.get_logger()
+        embodiment_arg = str(self._param("embodiment"))
+        try:
+            emb = load_embodiment(embodiment_arg)
+            backend = str(self._param("backend")) or emb.hardware.backend
+            hw = make_hardware(emb, backend)
+            hw.connect()
+        except (ConfigError, HardwareError) as exc:
+            self._configure_error = str(exc)
+            log.error(f"configure failed for embodiment {embodiment_arg!r}: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        shadow = self._resolve_shadow(emb, backend)
+        self.embodiment, self.hardware = emb, hw
+        self.stack = SafetyStack(emb, max_temperature_c=hw.max_temperature_c, shadow=shadow)
+        self._configure_error = ""
+        self._create_entities()
+        self._lifecycle = "inactive"
+        shadow_note = ", SHADOW MODE (writes nothing)" if shadow else ""
+        log.info(
+            f"configured {emb.name} ({emb.dof} joints, {emb.tick_rate_hz:g} Hz ticks, chunk steps at "
+            f"{emb.control_rate_hz:g} Hz) on backend {backend!r}{shadow_note}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        assert self.stack is not None and self.embodiment is not None  # configure succeeded
+        self.stack.enable()
+        if self._loop_thread is None or not self._loop_thread.is_alive():
+            self._stop_loop.clear()
+            self._loop_thread = threading.Thread(target=self._control_loop, name="driver_control_loop",
+                                                 daemon=True)
+            self._loop_thread.start()
+        self._lifecycle = "active"
+        self.get_logger().info("active: following chunks on " + CHUNK_TOPIC)
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.stack is not None:
+            self.stack.disable(self._now_s())
+        self._lifecycle = "inactive"
+        self.get_logger().info("inactive: holding position")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        self._destroy_entities()
+        self.stack = None
+        self.embodiment = None
+        self._lifecycle = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        self._destroy_entities()
+        self._lifecycle = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"lifecycle error in state {state.label}: stopping the loop, disconnecting")
+        self.release()
+        self._destroy_entities()
+        self._lifecycle = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def release(self) -> None:
+        """Stop the control loop, write one last hold command, disconnect. Idempotent; works after the
+        ROS context is shut down (SIGINT/SIGTERM), so ``main`` can always call it."""
+        self._stop_loop.set()
+        if self._loop_thread is not None and self._loop_thread is not threading.current_thread():
+            self._loop_thread.join(timeout=2.0)
+        self._loop_thread = None
+        with self._hw_lock:
+            hw, stack = self.hardware, self.stack
+            if hw is None:
+                return
+            if stack is not None:
+                stack.disable()
+                hold = stack.last_command
+                if hold is not None and not stack.shadow and hw.connected:
+                    try:
+                        hw.write(hold)
+                    except HardwareError as exc:
+                        self._log_at_exit(f"final hold command failed: {exc}", error=True)
+            try:
+                hw.disconnect()
+                self._log_at_exit(f"{hw.name} hardware: holding, disconnected")
+            except HardwareError as exc:
+                self._log_at_exit(f"disconnect failed: {exc}", error=True)
+            self.hardware = None
+
+    def _log_at_exit(self, line: str, error: bool = False) -> None:
+        # After SIGINT/SIGTERM the context is already shut down and /rosout cannot take the line.
+        if not self.context.ok():
+            print(f"[{'ERROR' if error else 'INFO'}] [{self.get_name()}] {line}", file=sys.stderr)
+        elif error:
+            self.get_logger().error(line)
+        else:
+            self.get_logger().info(line)
+
+    # ---- ROS entities -------------------------------------------------------------------------
+    def _create_entities(self) -> None:
+        inputs = MutuallyExclusiveCallbackGroup()
+        services = MutuallyExclusiveCallbackGroup()
+        self._joint_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, JOINT_STATE_QOS)
+        self._commanded_pub = self.create_publisher(JointState, "~/commanded", JOINT_STATE_QOS)
+        self._shadow_pub = self.create_publisher(JointState, "~/shadow_commanded", JOINT_STATE_QOS)
+        self._publishers_owned = [self._joint_pub, self._commanded_pub, self._shadow_pub]
+        self._subscriptions_owned = [
+            self.create_subscription(JointTrajectory, CHUNK_TOPIC, self._on_chunk, CHUNK_QOS,
+                                     callback_group=inputs),
+            # Reliable, depth 10: an e-stop message must not be dropped.
+            self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop_topic, 10, callback_group=inputs),
+        ]
+        self._services_owned = [
+            self.create_service(Trigger, "~/estop", self._on_estop_srv, callback_group=services),
+            self.create_service(Trigger, "~/reset", self._on_reset_srv, callback_group=services),
+            self.create_service(SetBool, "~/enable", self._on_enable_srv, callback_group=services),
+        ]
+
+    def _destroy_entities(self) -> None:
+        for srv in self._services_owned:
+            self.destroy_service(srv)
+        for sub in self._subscriptions_owned:
+            self.destroy_subscription(sub)
+        for pub in self._publishers_owned:
+            self.destroy_publisher(pub)
+        self._services_owned, self._subscriptions_owned, self._publishers_owned = [], [], []
+
+    # ---- callbacks (executor threads) ----------------------------------------------------------
+    def _on_chunk(self, msg: JointTrajectory) -> None:
+        stack, emb = self.stack, self.embodiment
+        if stack is None or emb is None:
+            return
+        now = self._now_s()
+        try:
+            chunk = trajectory_to_chunk(msg, emb.control_rate_hz)
+        except ChunkRejected as exc:
+            stack.count_unparsed(exc.reason)
+            self.get_logger().warning(f"rejected chunk: {exc}", throttle_duration_sec=1.0)
+            return
+        try:
+            stack.submit(chunk, now)
+        except ChunkRejected as exc:
+            self.get_logger().warning(f"rejected chunk: {exc}", throttle_duration_sec=1.0)
+
+    def _on_estop_topic(self, msg: Bool) -> None:
+        if msg.data and self.stack is not None:
+            self.stack.estop(f"{ESTOP_TOPIC} topic")
+            self.get_logger().error(f"E-STOP from {ESTOP_TOPIC}: holding; call ~/reset to clear")
+
+    def _on_estop_srv(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.stack is None:
+            response.success, response.message = False, "driver is not configured"
+            return response
+        self.stack.estop("~/estop service")
+        self.get_logger().error("E-STOP from ~/estop service: holding; call ~/reset to clear")
+        response.success, response.message = True, "e-stop latched; call ~/reset to clear"
+        return response
+
+    def _on_reset_srv(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.stack is None:
+            response.success, response.message = False, "driver is not configured"
+            return response
+        ok, message = self.stack.reset()
+        self._read_streak = self._write_streak = 0
+        self.get_logger().warning(f"reset: {message}; motion restarts from the measured pose")
+        response.success, response.message = ok, message
+        return response
+
+    def _on_enable_srv(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        if self.stack is None:
+            response.success, response.message = False, "driver is not configured"
+            return response
+        self.stack.set_shadow(not request.data)
+        response.success = True
+        response.message = "writing to hardware" if request.data else "shadow mode: computing, not writing"
+        self.get_logger().warning(response.message)
+        return response
+
+    # ---- control loop (own thread) --------------------------------------------------------------
+    # The loop never calls the rclpy logger: it inspects the caller's frame and resolves file paths,
+    # dozens of GIL hand-offs that stalled ticks by 0.3-1.4 s while the executor was busy. Lines go
+    # into a queue that an executor timer drains.
+    def _log_later(self, level: str, line: str) -> None:
+        self._log_queue.append((level, line))
+
+    def _drain_log_queue(self) -> None:
+        # One call site per severity: rclpy refuses a severity change at a call site it has seen.
+        log = self.get_logger()
+        while self._log_queue:
+            level, line = self._log_queue.popleft()
+            if level == "error":
+                log.error(line)
+            elif level == "warning":
+                log.warning(line)
+            else:
+                log.info(line)
+
+    def _control_loop(self) -> None:
+        emb = self.embodiment
+        assert emb is not None
+        period = 1.0 / emb.tick_rate_hz
+        deadline = time.perf_counter()
+        last_start: float | None = None
+        while not self._stop_loop.is_set():
+            start = time.perf_counter()
+            if last_start is not None:
+                with self._stats_lock:
+                    self._period_errors_s.append(abs(start - last_start - period))
+            last_start = start
+            try:
+                self._tick()
+            except Exception as exc:  # a dead control thread is worse than a latched fault: report, hold
+                self._tick_exceptions += 1
+                if self._tick_exceptions <= 3:
+                    self._log_later("error", f"control tick failed: {exc}\n{traceback.format_exc()}")
+                if self.stack is not None:
+                    self.stack.latch_fault("internal_error", repr(exc))
+            deadline += period
+            now = time.perf_counter()
+            if now - deadline > period:
+                # More than a whole period behind: skip the missed ticks instead of bursting them.
+                missed = int((now - deadline) // period)
+                self._overruns += missed
+                deadline += missed * period
+            self._stop_loop.wait(max(0.0, deadline - time.perf_counter()))
+
+    def _tick(self) -> None:
+        stack, emb = self.stack, self.embodiment
+        if stack is None or emb is None:
+            return
+        with self._hw_lock:
+            hw = self.hardware
+            if hw is None:
+                return
+            now = self._now_s()
+            reading = None
+            try:
+                reading = hw.read()
+                self._read_streak = 0
+            except HardwareError as exc:
+                self._read_errors += 1
+                self._read_streak += 1
+                if self._read_streak == 1:
+                    self._log_later("warning", f"hardware read failed: {exc}")
+                if self._read_streak == self._error_limit:
+                    stack.latch_fault("read_error", f"{self._read_streak} reads failed in a row: {exc}")
+            result = stack.tick(now, None if reading is None else reading.positions,
+                                None if reading is None else reading.temperatures_c)
+            sent = None
+            if result.command is not None and not stack.shadow:
+                try:
+                    sent = hw.write(result.command)
+                    self._write_streak = 0
+                except HardwareError as exc:
+                    self._write_errors += 1
+                    self._write_streak += 1
+                    if self._write_streak == 1:
+                        self._log_later("warning", f"hardware write failed: {exc}")
+                    if self._write_streak == self._error_limit:
+                        detail = f"{self._write_streak} writes failed in a row: {exc}"
+                        stack.latch_fault("write_error", detail)
+                stack.record_sent(sent)
+        stamp = self.get_clock().now().to_msg()
+        if reading is not None:
+            self._joint_pub.publish(self._joint_state(stamp, reading.positions))
+        if sent is not None:
+            self._commanded_pub.publish(self._joint_state(stamp, sent))
+        elif result.command is not None and stack.shadow:
+            self._shadow_pub.publish(self._joint_state(stamp, result.command))
+        if result.state != self._last_state:
+            previous = self._last_state.value if self._last_state else "-"
+            line = f"state {previous} -> {result.state.value} ({result.reason})"
+            if result.state in (SafetyState.ESTOP, SafetyState.FAULT):
+                fault = stack.fault
+                self._log_later("error", line + (f": {fault[1]}" if fault and fault[1] else ""))
+            elif result.state in (SafetyState.HOLD, SafetyState.STOPPED):
+                self._log_later("warning", line)
+            else:
+                self._log_later("info", line)
+            self._last_state = result.state
+
+    def _joint_state(self, stamp: Any, positions: np.ndarray) -> JointState:
+        assert self.embodiment is not None
+        msg = JointState(name=self.embodiment.joint_names, position=[float(x) for x in positions])
+        msg.header.stamp = stamp
+        return msg
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # ---- diagnostics ----------------------------------------------------------------------------
+    def period_error_ms(self) -> dict[str, float]:
+        with self._stats_lock:
+            errs = np.fromiter(self._period_errors_s, dtype=np.float64)
+        if errs.size == 0:
+            nan = float("nan")
+            return {"period_error_p50_ms": nan, "period_error_p99_ms": nan, "period_error_max_ms": nan}
+        p50, p99 = np.percentile(errs, [50, 99]) * 1e3
+        return {"period_error_p50_ms": float(p50), "period_error_p99_ms": float(p99),
+                "period_error_max_ms": float(errs.max() * 1e3)}
+
+    def _diagnostics_snapshot(self) -> tuple[int, str, dict[str, Any]]:
+        stack, emb = self.stack, self.embodiment
+        values: dict[str, Any] = {"lifecycle": self._lifecycle}
+        if stack is None or emb is None:
+            values["state"] = "UNCONFIGURED"
+            if self._configure_error:
+                return ERROR, f"configure failed: {self._configure_error}", values
+            return WARN, "not configured", values
+        values.update(stack.snapshot())
+        values.update(self.period_error_ms())
+        values.update({
+            "embodiment": emb.name,
+            "backend": self.hardware.name if self.hardware is not None else "",
+            "tick_rate_hz": emb.tick_rate_hz,
+            "overruns": self._overruns,
+            "tick_exceptions": self._tick_exceptions,
+            "hardware_read_errors": self._read_errors,
+            "hardware_write_errors": self._write_errors,
+        })
+        state = stack.state
+        level = ERROR if state in (SafetyState.ESTOP, SafetyState.FAULT) else (
+            WARN if state in (SafetyState.HOLD, SafetyState.STOPPED) else OK)
+        return level, f"{state.value}: {stack.reason}", values
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node: DriverNode | None = None
+    try:
+        node = DriverNode()
+        # Single-threaded on purpose: the control loop has its own thread and every callback here is
+        # short. rclpy's MultiThreadedExecutor (Kilted wheels) busy-spins while a subscription has
+        # messages in flight and starved the control thread of the GIL: measured with chunks at 5 Hz
+        # from another process, 64 of 240 ticks ran (p99 period error 1.05 s) versus 241 of 240
+        # (p99 2.3 ms) with this executor.
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        # SIGINT / SIGTERM: the normal way to stop; the finally block holds and disconnects.
+        pass
+    finally:
+        if node is not None:
+            node.release()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,546 @@
+"""Safety stack: validation reasons, envelope, rate limit, watchdog, startup guard, e-stop, faults (no rclpy).
+
+The stack drives a MockArm in simulated time (injected clock), so every test is deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from molmoact2_ros.backends.hardware import MockArm, make_hardware
+from molmoact2_ros.core.chunk import ActionChunk
+from molmoact2_ros.core.embodiment import load_embodiment
+from molmoact2_ros.core.errors import ChunkRejected, HardwareError
+from molmoact2_ros.core.safety import (
+    SafetyStack,
+    SafetyState,
+    TickResult,
+    clamp_to_envelope,
+    infer_rate_hz,
+    rate_limit,
+    validate_chunk,
+)
+
+EMB = load_embodiment("so101")
+DT = 1.0 / EMB.tick_rate_hz
+STEP = EMB.max_velocity * DT  # per-tick rate limit, per joint
+T0 = 1000.0
+
+
+class Rig:
+    """SafetyStack + MockArm sharing a simulated clock; ``run`` ticks and writes like the driver does."""
+
+    def __init__(self, emb=EMB, shadow: bool = False, **stack_kwargs):
+        self.emb = emb
+        self.t = T0
+        self.arm = MockArm(emb, clock=lambda: self.t, sleep=lambda s: None)
+        self.arm.connect()
+        self.stack = SafetyStack(emb, max_temperature_c=self.arm.max_temperature_c, shadow=shadow,
+                                 **stack_kwargs)
+        self.stack.enable()
+        self.results: list[TickResult] = []
+        self.sent: list[np.ndarray] = []
+
+    def chunk(self, start, velocity=0.0, stamp=None, steps=30, names=None) -> ActionChunk:
+        start = np.broadcast_to(np.asarray(start, dtype=float), (self.emb.dof,))
+        velocity = np.broadcast_to(np.asarray(velocity, dtype=float), (self.emb.dof,))
+        k = np.arange(steps)[:, None] / self.emb.control_rate_hz
+        return ActionChunk(names or self.emb.joint_names, start + velocity * k,
+                           self.t if stamp is None else stamp, self.emb.control_rate_hz)
+
+    def submit(self, chunk: ActionChunk) -> ActionChunk:
+        return self.stack.submit(chunk, self.t)
+
+    def tick(self) -> TickResult:
+        reading = self.arm.read()
+        res = self.stack.tick(self.t, reading.positions, reading.temperatures_c)
+        if res.command is not None and not self.stack.shadow:
+            sent = self.arm.write(res.command)
+            self.stack.record_sent(sent)
+            self.sent.append(sent)
+        self.results.append(res)
+        self.t += DT
+        return res
+
+    def run(self, n: int) -> list[TickResult]:
+        return [self.tick() for _ in range(n)]
+
+
+def home_chunk(rig: Rig, offset=0.0, velocity=0.0, **kw) -> ActionChunk:
+    return rig.chunk(EMB.home + offset, velocity, **kw)
+
+
+# ---- validation reasons ------------------------------------------------------------------
+
+def _valid(steps=10) -> ActionChunk:
+    k = np.arange(steps)[:, None] / EMB.control_rate_hz
+    return ActionChunk(EMB.joint_names, EMB.home + 0.5 * k, T0, EMB.control_rate_hz)
+
+
+def _reason(chunk: ActionChunk, now=T0) -> str:
+    with pytest.raises(ChunkRejected) as exc:
+        validate_chunk(chunk, EMB, now)
+    return exc.value.reason
+
+
+def test_valid_chunk_is_reordered_to_embodiment_order():
+    c = _valid()
+    perm = [5, 3, 1, 0, 2, 4]
+    shuffled = dataclasses.replace(c, joint_names=[c.joint_names[i] for i in perm],
+                                   positions=c.positions[:, perm])
+    out = validate_chunk(shuffled, EMB, T0 + 0.05)
+    assert out.joint_names == EMB.joint_names
+    np.testing.assert_allclose(out.positions, c.positions)
+    assert out.received_s == T0 + 0.05
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda c: dataclasses.replace(c, positions=np.zeros((0, 6))), "empty"),
+        (lambda c: dataclasses.replace(c, positions=c.positions[:, :5]), "shape"),
+        (lambda c: dataclasses.replace(c, joint_names=[*c.joint_names[:5], "elbow"]), "joint_names"),
+        (lambda c: dataclasses.replace(c, joint_names=[*c.joint_names[:5], c.joint_names[0]]), "joint_names"),
+        (lambda c: dataclasses.replace(c, joint_names=c.joint_names[:5], positions=c.positions[:, :5]),
+         "joint_names"),
+        (lambda c: dataclasses.replace(c, positions=np.where(np.eye(10, 6, 2) > 0, np.nan, c.positions)),
+         "non_finite"),
+        (lambda c: dataclasses.replace(c, positions=np.where(np.eye(10, 6) > 0, np.inf, c.positions)),
+         "non_finite"),
+        (lambda c: dataclasses.replace(c, rate_hz=15.0), "rate"),
+        (lambda c: dataclasses.replace(c, stamp_s=T0 + 0.2), "future_stamp"),
+        (lambda c: dataclasses.replace(c, stamp_s=T0 - 1.6), "too_old"),
+        (lambda c: dataclasses.replace(c, stamp_s=float("nan")), "no_stamp"),
+    ],
+)
+def test_each_validation_reason(mutate, reason):
+    assert _reason(mutate(_valid())) == reason
+
+
+def test_step_jump_limit_is_factor_times_velocity_over_rate():
+    limit = EMB.safety.max_step_jump_factor * EMB.max_velocity[2] / EMB.control_rate_hz  # 0.3 rad
+    c = _valid()
+    ok = c.positions.copy()
+    ok[5:, 2] += 0.95 * limit - 0.5 / EMB.control_rate_hz
+    validate_chunk(dataclasses.replace(c, positions=ok), EMB, T0)
+    bad = c.positions.copy()
+    bad[5:, 2] += 1.05 * limit
+    assert _reason(dataclasses.replace(c, positions=bad)) == "step_jump"
+
+
+def test_tolerances_are_inclusive_of_small_errors():
+    validate_chunk(dataclasses.replace(_valid(), stamp_s=T0 + 0.09), EMB, T0)  # within future tolerance
+    validate_chunk(dataclasses.replace(_valid(), stamp_s=T0 - 1.4), EMB, T0)  # within age limit
+    validate_chunk(dataclasses.replace(_valid(), rate_hz=30.2), EMB, T0)  # within rate tolerance
+
+
+def test_infer_rate_from_time_from_start():
+    assert infer_rate_hz([0.0, 1 / 30, 2 / 30, 3 / 30], 99.0) == pytest.approx(30.0)
+    assert infer_rate_hz([0.0], 15.0) == 15.0
+    for bad in ([0.1, 0.2, 0.3], [0.0, 0.1, 0.15, 0.3], [0.0, 0.0, 0.0], [0.0, -0.1]):
+        with pytest.raises(ChunkRejected) as exc:
+            infer_rate_hz(bad, 30.0)
+        assert exc.value.reason == "time_from_start"
+    with pytest.raises(ChunkRejected) as exc:
+        infer_rate_hz([], 30.0)
+    assert exc.value.reason == "empty"
+
+
+def test_stack_counts_rejections_by_reason():
+    rig = Rig()
+    with pytest.raises(ChunkRejected):
+        rig.submit(home_chunk(rig, stamp=rig.t - 5.0))
+    with pytest.raises(ChunkRejected):
+        rig.submit(home_chunk(rig, names=[*EMB.joint_names[:5], "x"]))
+    rig.stack.count_unparsed("no_stamp")
+    snap = rig.stack.snapshot()
+    assert snap["chunks_received"] == 3
+    assert snap["chunks_rejected"] == 3
+    assert snap["rejected_too_old"] == 1 and snap["rejected_joint_names"] == 1
+    assert snap["rejected_no_stamp"] == 1
+
+
+def test_stack_rejects_out_of_order_against_pending_and_accepted():
+    rig = Rig()
+    rig.submit(home_chunk(rig, stamp=rig.t - 0.1))
+    with pytest.raises(ChunkRejected) as exc:
+        rig.submit(home_chunk(rig, stamp=rig.t - 0.2))  # older than the pending one
+    assert exc.value.reason == "out_of_order"
+    rig.run(2)
+    with pytest.raises(ChunkRejected) as exc:
+        rig.submit(home_chunk(rig, stamp=rig.t - 0.1 - 2 * DT))  # equal to the accepted one
+    assert exc.value.reason == "out_of_order"
+    assert rig.stack.snapshot()["rejected_out_of_order"] == 2
+
+
+def test_superseded_pending_chunk_is_counted_not_rejected():
+    rig = Rig()
+    rig.submit(home_chunk(rig, stamp=rig.t - 0.1))
+    rig.submit(home_chunk(rig, stamp=rig.t - 0.05))
+    rig.run(1)
+    snap = rig.stack.snapshot()
+    assert snap["chunks_superseded"] == 1 and snap["chunks_accepted"] == 1 and snap["chunks_rejected"] == 0
+
+
+def test_expired_chunk_rejected_at_splice():
+    rig = Rig()
+    rig.submit(home_chunk(rig))
+    rig.run(9)
+    # Captured 0.29 s ago while the robot kept moving; its 5 steps span 0.13 s: all in the past.
+    rig.submit(home_chunk(rig, stamp=T0 + 0.01, steps=5))
+    rig.run(1)
+    assert rig.stack.snapshot()["rejected_expired"] == 1
+
+
+def test_inactive_stack_rejects_chunks():
+    rig = Rig()
+    rig.stack.disable(rig.t)
+    with pytest.raises(ChunkRejected) as exc:
+        rig.submit(home_chunk(rig))
+    assert exc.value.reason == "inactive"
+
+
+# ---- per-tick limits ------------------------------------------------------------------------
+
+def test_pure_helpers():
+    c, hit = clamp_to_envelope(np.array([2.0, -2.0, 0.1]), np.array([-1.0] * 3), np.array([1.0] * 3))
+    np.testing.assert_allclose(c, [1.0, -1.0, 0.1])
+    assert hit
+    r, lim = rate_limit(np.array([1.0, 0.0]), np.array([0.0, 0.0]), np.array([0.1, 0.1]))
+    np.testing.assert_allclose(r, [0.1, 0.0])
+    assert lim
+
+
+def test_envelope_clamp_and_count():
+    rig = Rig()
+    upper = EMB.upper
+    # Start near the gripper's upper limit and drive past it (0.9 -> 1.4 over the chunk).
+    start = EMB.home.copy()
+    start[5] = 0.9
+    rig.arm.set_positions(start)
+    vel = np.zeros(6)
+    vel[5] = 1.0
+    rig.submit(rig.chunk(start, vel))
+    rig.run(30)
+    cmds = np.array(rig.sent)
+    assert np.all(cmds <= upper + 1e-12) and np.all(cmds >= EMB.lower - 1e-12)
+    assert cmds[-1, 5] == pytest.approx(upper[5])
+    assert rig.stack.counters.clamp_events > 0
+
+
+def test_rate_limit_per_tick_against_last_command():
+    rig = Rig()
+    # 2.5x max velocity: accepted by validation (factor 3), must be slowed by the rate limiter.
+    rig.submit(home_chunk(rig, velocity=2.5 * EMB.max_velocity * np.array([1, -1, 1, -1, 0.2, 0.1])))
+    rig.run(15)
+    cmds = np.array(rig.sent)
+    steps = np.abs(np.diff(cmds, axis=0))
+    assert np.all(steps <= STEP + 1e-12)
+    assert np.max(steps[:, 0]) == pytest.approx(STEP[0])
+    assert rig.stack.counters.rate_limit_events >= 10
+
+
+def test_rate_limit_uses_actual_dt_capped_at_nominal():
+    rig = Rig()
+    rig.submit(home_chunk(rig, offset=0.3))
+    rig.run(1)
+    last = rig.stack.last_command
+    # A late tick (3 periods) must not get a bigger step; a fast one (a third) gets a smaller one.
+    rig.t += 2 * DT
+    r = rig.tick()
+    assert np.max(np.abs(r.command - last) / STEP) == pytest.approx(1.0)
+    last = r.command
+    rig.t -= DT - DT / 3
+    r = rig.tick()
+    assert np.max(np.abs(r.command - last) / STEP) == pytest.approx(1 / 3)
+
+
+def test_write_failure_keeps_limit_against_what_was_sent():
+    rig = Rig()
+    rig.submit(home_chunk(rig, offset=0.3))
+    rig.run(2)
+    sent_before = rig.sent[-1]
+    reading = rig.arm.read()
+    res = rig.stack.tick(rig.t, reading.positions)
+    rig.stack.record_sent(None)  # the write failed: the robot never got res.command
+    rig.t += DT
+    res2 = rig.tick()
+    assert np.max(np.abs(res2.command - sent_before) - STEP) <= 1e-12
+    assert res.command is not None
+
+
+# ---- watchdog ------------------------------------------------------------------------------
+
+def test_watchdog_holds_then_stops_then_resumes_guarded():
+    rig = Rig()
+    rig.submit(home_chunk(rig, velocity=0.3))
+    states = [r.state for r in rig.run(int(0.45 / DT))]
+    assert all(s is SafetyState.RUNNING for s in states)
+    rig.run(int(0.2 / DT))
+    assert rig.results[-1].state is SafetyState.HOLD and rig.results[-1].reason == "watchdog"
+    hold_cmd = rig.results[-1].command
+    rig.run(int(1.0 / DT))
+    for r in rig.results[-int(1.0 / DT):]:
+        assert r.state is SafetyState.HOLD
+        np.testing.assert_array_equal(r.command, hold_cmd)  # holding = same command, no drift
+    rig.run(int(0.5 / DT))
+    assert rig.results[-1].state is SafetyState.STOPPED
+    np.testing.assert_array_equal(rig.results[-1].command, hold_cmd)
+    c = rig.stack.counters
+    assert c.watchdog_holds == 1 and c.watchdog_stops == 1
+    # A fresh chunk near the robot resumes, from the held pose, without a jump.
+    rig.submit(rig.chunk(rig.arm.read().positions, 0.1))
+    r = rig.tick()
+    assert r.state is SafetyState.RUNNING
+    assert np.all(np.abs(r.command - hold_cmd) <= STEP + 1e-12)
+
+
+def test_watchdog_hold_then_new_chunk_reanchors_at_step_zero():
+    rig = Rig()
+    rig.submit(home_chunk(rig, velocity=0.3))
+    rig.run(int(0.7 / DT))
+    assert rig.results[-1].state is SafetyState.HOLD
+    pose = rig.stack.last_command
+    # The policy took 0.4 s to answer; the robot was holding, so no step may be skipped.
+    chunk = rig.chunk(pose, 0.3, stamp=rig.t - 0.4)
+    rig.submit(chunk)
+    rig.run(1)
+    stats = rig.stack.scheduler.stats
+    assert stats.last_anchor_mode == "reanchored" and stats.last_skipped_steps == 0
+
+
+# ---- startup guard -------------------------------------------------------------------------
+
+def test_startup_guard_refuses_far_first_target_and_writes_nothing():
+    rig = Rig()
+    rig.submit(home_chunk(rig, offset=np.array([0, 0.9, 0, 0, 0, 0])))
+    res = rig.run(5)
+    assert all(r.state is SafetyState.FAULT and r.reason == "startup_too_far" for r in res)
+    assert all(r.command is None for r in res)
+    assert rig.sent == [] and rig.arm.writes == 0
+    assert rig.stack.counters.startup_refusals == 1
+    with pytest.raises(ChunkRejected) as exc:
+        rig.submit(home_chunk(rig))
+    assert exc.value.reason == "fault"
+    ok, _ = rig.stack.reset()
+    assert ok
+    rig.submit(home_chunk(rig, offset=0.05))
+    assert rig.tick().state is SafetyState.RUNNING
+
+
+def test_startup_ramps_from_measured_pose():
+    rig = Rig()
+    measured = rig.arm.read().positions
+    target = measured + np.array([0.5, -0.5, 0.4, 0.0, 0.2, 0.3])  # within startup_max_distance 0.6
+    rig.submit(rig.chunk(target))
+    first = rig.tick()
+    np.testing.assert_allclose(first.ramp_base, measured)
+    np.testing.assert_allclose(np.abs(first.command - measured), np.minimum(np.abs(target - measured), STEP))
+    rig.run(40)
+    np.testing.assert_allclose(rig.sent[-1], target, atol=1e-9)  # arrives, never faster than the limit
+    assert np.all(np.abs(np.diff(np.array(rig.sent), axis=0)) <= STEP + 1e-12)
+
+
+def test_startup_refuses_when_measured_outside_envelope():
+    rig = Rig()
+    pose = EMB.home.copy()
+    pose[0] = EMB.upper[0] + 0.3
+    rig.arm.set_positions(pose)
+    rig.submit(home_chunk(rig))
+    r = rig.tick()
+    assert r.state is SafetyState.FAULT and r.reason == "outside_envelope" and r.command is None
+
+
+def test_no_measurement_on_first_tick_writes_nothing():
+    rig = Rig()
+    rig.submit(home_chunk(rig))
+    r = rig.stack.tick(rig.t, None)
+    assert r.command is None and r.state is SafetyState.HOLD and r.reason == "no_measurement"
+
+
+# ---- e-stop and faults -------------------------------------------------------------------------
+
+def test_estop_latches_until_reset_then_restarts_from_measured_pose():
+    rig = Rig()
+    rig.submit(home_chunk(rig, velocity=0.4))
+    rig.run(10)
+    held = rig.stack.last_command
+    rig.stack.estop("test")
+    for _ in range(int(1.0 / DT)):
+        r = rig.tick()
+        assert r.state is SafetyState.ESTOP
+        np.testing.assert_array_equal(r.command, held)
+        with pytest.raises(ChunkRejected) as exc:
+            rig.submit(home_chunk(rig, velocity=0.4))
+        assert exc.value.reason == "estop"
+    assert rig.stack.counters.estops == 1
+    assert rig.stack.snapshot()["rejected_estop"] == int(1.0 / DT)
+    # Someone moves the arm while stopped; reset must not snap back to the old command.
+    moved = held + 0.2
+    rig.arm.set_positions(moved)
+    ok, msg = rig.stack.reset()
+    assert ok and "test" in msg
+    r = rig.tick()
+    assert r.state is SafetyState.IDLE and r.command is None
+    rig.submit(rig.chunk(moved + 0.3))
+    r = rig.tick()
+    np.testing.assert_allclose(r.ramp_base, moved)
+    assert np.all(np.abs(r.command - moved) <= STEP + 1e-12)
+
+
+def test_tracking_error_latches_fault_on_stuck_joint():
+    rig = Rig()
+    rig.arm.faults.stuck_joints = {1}
+    vel = np.zeros(6)
+    vel[1] = 1.0
+    fault_at = None
+    for i in range(int(1.5 / DT)):
+        if i % 10 == 0 and rig.stack.fault is None:  # fresh chunks keep the watchdog quiet
+            rig.submit(rig.chunk(EMB.home + vel * (rig.t - T0), vel))
+        if rig.tick().state is SafetyState.FAULT and fault_at is None:
+            fault_at = rig.t - T0
+    assert rig.stack.fault is not None and rig.stack.fault[0] == "tracking_error"
+    # Error passes 0.35 at ~0.35 s; the 0.25 s grace puts the fault at ~0.6 s, not earlier.
+    assert 0.55 <= fault_at <= 0.75
+    assert rig.stack.counters.tracking_error_max > EMB.safety.max_tracking_error
+
+
+def test_tracking_monitor_quiet_during_normal_tracking():
+    rig = Rig()
+    rig.submit(home_chunk(rig, velocity=0.9 * EMB.max_velocity))
+    rig.run(25)
+    assert rig.stack.fault is None
+    assert 0 < rig.stack.counters.tracking_error_max < EMB.safety.max_tracking_error
+
+
+def test_over_temperature_latches_fault():
+    rig = Rig()
+    rig.submit(home_chunk(rig))
+    rig.run(3)
+    rig.arm.faults.over_temperature = {2}
+    r = rig.tick()
+    assert r.state is SafetyState.FAULT and r.reason == "over_temperature"
+    assert "elbow_flex" in rig.stack.fault[1]
+
+
+def test_latch_fault_holds_and_reset_clears():
+    rig = Rig()
+    rig.submit(home_chunk(rig, velocity=0.2))
+    rig.run(5)
+    held = rig.stack.last_command
+    rig.stack.latch_fault("read_error", "bus timeout")
+    r = rig.run(3)[-1]
+    assert r.state is SafetyState.FAULT
+    np.testing.assert_array_equal(r.command, held)
+    assert rig.stack.snapshot()["fault"] == "read_error"
+    rig.stack.reset()
+    assert rig.tick().state is SafetyState.IDLE
+
+
+# ---- splices and latency through the whole stack ------------------------------------------------
+
+def test_splice_through_stack_is_continuous():
+    rig = Rig()
+    v = np.array([1.0, -1.0, 0.8, 0.5, 1.0, 0.3])
+    rig.submit(home_chunk(rig, velocity=v))
+    rig.run(10)
+    splice_tick = len(rig.sent)
+    # The new plan disagrees by 0.12 (a hard switch would be a 0.15 step > the 0.1 limit) and is slower.
+    rig.submit(rig.chunk(EMB.home + v * (rig.t - T0) + 0.12, 0.5 * v, stamp=rig.t))
+    rig.run(15)
+    cmds = np.array(rig.sent)
+    steps = np.diff(cmds, axis=0)
+    assert np.all(np.abs(steps) <= STEP + 1e-12)
+    assert rig.stack.counters.rate_limit_events == 0  # continuity came from the blend, not the limiter
+    dv = np.abs(np.diff(steps, axis=0))[splice_tick - 2: splice_tick + 6]
+    assert np.max(dv) < 0.06  # per-tick velocity change at the splice (a hard switch: 0.12 + 0.017)
+
+
+def test_slow_first_inference_does_not_skip_steps_through_stack():
+    # A watchdog longer than the chunk, so all 30 steps run off one chunk.
+    safety = EMB.safety.model_copy(update={"watchdog_hold_timeout_s": 1.5})
+    patient = EMB.model_copy(update={"safety": safety})
+    rig = Rig(patient)
+    rig.run(int(0.8 / DT))  # robot idle while the first inference warms up
+    q = rig.arm.read().positions
+    chunk = rig.chunk(q, 0.5 * np.array([1, 1, -1, 1, 1, 0.2]), stamp=rig.t - 0.8)
+    rig.submit(chunk)
+    rig.run(30)
+    cmds = np.array(rig.sent)
+    np.testing.assert_allclose(cmds, chunk.positions, atol=1e-9)  # step 0, 1, 2, ... in order
+    assert rig.stack.scheduler.stats.last_skipped_steps == 0
+    assert rig.stack.snapshot()["latency_last_ms"] == pytest.approx(800.0)
+
+
+def test_executing_splice_skips_exactly_the_elapsed_steps():
+    rig = Rig()
+    rig.submit(home_chunk(rig, velocity=0.3))
+    rig.run(10)
+    stamp = rig.t - 0.2
+    rig.submit(rig.chunk(EMB.home + 0.3 * (stamp - T0), 0.3, stamp=stamp))
+    rig.run(1)
+    assert rig.stack.scheduler.stats.last_anchor_mode == "time_indexed"
+    assert rig.stack.scheduler.stats.last_skipped_steps == 6
+
+
+def test_shadow_mode_computes_and_leaving_it_restarts_from_measured():
+    rig = Rig(shadow=True)
+    rig.submit(home_chunk(rig, velocity=0.5))
+    res = rig.run(10)
+    assert all(r.command is not None for r in res) and rig.arm.writes == 0
+    rig.stack.set_shadow(False)
+    rig.submit(rig.chunk(rig.arm.read().positions + 0.2, stamp=rig.t))
+    r = rig.tick()
+    np.testing.assert_allclose(r.ramp_base, EMB.home)
+    assert rig.arm.writes == 1
+
+
+def test_clock_jump_back_forgets_stamps():
+    rig = Rig()
+    rig.submit(home_chunk(rig))
+    rig.run(3)
+    rig.t -= 100.0
+    rig.run(1)
+    assert rig.stack.counters.clock_jumps == 1
+    rig.submit(home_chunk(rig))  # an old stamp is fine after the jump
+    assert rig.tick().state is SafetyState.RUNNING
+
+
+# ---- hardware registry and mock -------------------------------------------------------------------
+
+def test_make_hardware_mock_and_unavailable_backends():
+    hw = make_hardware(EMB)
+    assert isinstance(hw, MockArm) and hw.time_constant_s == 0.05
+    with pytest.raises(HardwareError, match="not available in this build"):
+        make_hardware(EMB, "feetech")
+    with pytest.raises(HardwareError, match="unknown hardware backend"):
+        make_hardware(EMB, "warp_drive")
+
+
+def test_mock_first_order_tracking_and_faults():
+    t = [0.0]
+    arm = MockArm(EMB, clock=lambda: t[0], sleep=lambda s: None)
+    with pytest.raises(HardwareError):
+        arm.read()
+    arm.connect()
+    np.testing.assert_allclose(arm.read().positions, EMB.home)
+    target = EMB.home + 0.2
+    arm.write(target)
+    t[0] = 0.05  # one time constant
+    np.testing.assert_allclose(arm.read().positions, EMB.home + 0.2 * (1 - np.exp(-1)), atol=1e-12)
+    arm.faults.latency_s = 0.1
+    arm.write(EMB.home)
+    t[0] = 0.1
+    assert np.all(arm.read().positions > EMB.home + 0.1)  # still following the old command
+    arm.faults.read_error = True
+    with pytest.raises(HardwareError):
+        arm.read()
+    arm.faults.read_error = False
+    arm.faults.write_error = True
+    with pytest.raises(HardwareError):
+        arm.write(EMB.home)
+    with pytest.raises(HardwareError):
+        MockArm(EMB, time_constant_s=0.0)
