@@ -16,7 +16,7 @@ from collections import deque
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.time import Time
 from sensor_msgs.msg import Image, JointState
@@ -27,7 +27,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from molmoact2_ros.core.chunk import ActionChunk, Observation
 from molmoact2_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from molmoact2_ros.core.errors import MolmoAct2RosError, ObservationError
-from molmoact2_ros.core.images import image_from_msg_fields
+from molmoact2_ros.core.images import image_from_msg
 from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from molmoact2_ros.nodes.qos import (
     CAMERA_QOS,
@@ -209,8 +209,7 @@ class PolicyNode(LifecycleNode):
         if absent:
             raise ObservationError(f"/joint_states lacks joints {absent} (has {list(js.name)})")
         state = np.array([js.position[index[n]] for n in emb.joint_names], dtype=np.float64)
-        images = {c: image_from_msg_fields(frames[c].height, frames[c].width, frames[c].encoding,
-                                           frames[c].step, frames[c].data) for c in emb.camera_names}
+        images = {c: image_from_msg(frames[c], what=f"camera {c!r}") for c in emb.camera_names}
         # The observation is as old as its oldest frame: stamp with that, conservatively.
         stamp_s = min(Time.from_msg(frames[c].header.stamp).nanoseconds for c in emb.camera_names) * 1e-9
         return Observation(images=images, state=state, instruction=instruction, stamp_s=stamp_s)
@@ -297,7 +296,9 @@ def main(args=None) -> None:
     apply_local_ros_defaults()
     rclpy.init(args=args)
     node = PolicyNode()
-    executor = MultiThreadedExecutor(num_threads=2)
+    # One executor thread: inference has its own thread and callbacks are short. The wheels'
+    # MultiThreadedExecutor busy-waits under streaming subscriptions and starves other threads.
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()
