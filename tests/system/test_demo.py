@@ -82,7 +82,6 @@ def tiny_so101_copy(tmp_path):
     import shutil
 
     from molmoact2_ros.backends.policy.tiny_checkpoint import ensure_tiny_checkpoint
-
     from molmoact2_ros.core.embodiment import load_embodiment
 
     src = ensure_tiny_checkpoint(load_embodiment("so101"))

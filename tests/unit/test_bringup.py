@@ -31,7 +31,7 @@ def test_robot_pc_role_has_no_torch_node():
 def test_bad_embodiment_fails_before_anything_starts(tmp_path):
     bad = tmp_path / "x.yaml"
     bad.write_text("name: X\n")
-    with pytest.raises(ConfigError, match="x.yaml: name"):
+    with pytest.raises(ConfigError, match=r"x\.yaml: name"):
         describe(BringupOptions(embodiment=str(bad)))
 
 
