@@ -16,6 +16,7 @@ import contextlib
 import gc
 import json
 import logging
+import math
 import re
 import sys
 import threading
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 
 NORM_STATS_FILE = "norm_stats.json"
 DTYPES = ("fp32", "bf16")
+ACTION_MODES = ("continuous", "discrete")
+# Checkpoint action modes (config.action_mode) that can decode FAST action tokens.
+_DISCRETE_CAPABLE = ("discrete", "both")
 # What transformers follows when it copies remote code: "from .module import ...".
 _RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.(\w+)\s+import", re.MULTILINE)
 # "owner/name" with Hugging Face's allowed characters; anything else is treated as a local path.
@@ -217,6 +221,73 @@ def _read_json(path: Path) -> Any:
         raise CheckpointError(f"{path} cannot be read as JSON ({_first_line(exc)})") from exc
 
 
+# What the remote code's depth-buffer rule decided during the current call, per thread (see _DepthMaskProbe).
+_depth_call = threading.local()
+
+
+class _DepthMaskProbe:
+    """Wraps the remote code's ``_compute_depth_update_mask`` so one call computes it once, not twice.
+
+    The node reports the fraction of depth cells each call re-predicts. Computing the mask beside the
+    model doubled its cost (two PIL resizes of the first image plus the patch similarity, ~9 ms of a
+    ~60 ms tiny Think call). The probe instead records the mask the model itself computed, and the
+    first image already resized to the depth grid (320x320), which becomes the cache's image: the rule
+    resizes both images to that size, so a pre-resized previous image gives the same mask and saves
+    a resize on every later call.
+    """
+
+    def __init__(self, original: Any, resize: Any, patch_size: int) -> None:
+        self.original = original
+        self.resize = resize
+        self.patch_size = int(patch_size)
+
+    def __call__(self, current_image: Any, previous_image: Any, *, num_depth_codes: int) -> Any:
+        side = math.isqrt(int(num_depth_codes))
+        small = current_image
+        if side * side == int(num_depth_codes):  # the rule itself raises for a non-square grid
+            small = self.resize(np.asarray(current_image), side * self.patch_size)
+        mask = self.original(small, previous_image, num_depth_codes=num_depth_codes)
+        _depth_call.mask = mask
+        _depth_call.small_image = small
+        return mask
+
+    @classmethod
+    def install(cls, module: Any) -> _DepthMaskProbe | None:
+        """Install the probe in a loaded remote-code module (once); None if the module lacks the rule."""
+        current = getattr(module, "_compute_depth_update_mask", None)
+        if isinstance(current, cls):
+            return current
+        resize = getattr(module, "_resize_depth_reasoning_image", None)
+        patch = getattr(module, "_DEPTH_REASONING_PATCH_SIZE", None)
+        if current is None or resize is None or patch is None:
+            return None
+        probe = cls(current, resize, int(patch))
+        module._compute_depth_update_mask = probe
+        return probe
+
+
+def load_action_tokenizer(directory: str | Path) -> Any:
+    """The FAST action tokenizer (``allenai/MolmoAct2-FAST-Tokenizer`` snapshot) for discrete mode.
+
+    Only local directories: a hub id would make the remote code download at configure time.
+    """
+    path = Path(directory).expanduser()
+    if not str(directory) or not path.is_dir():
+        raise ConfigError(
+            f"FAST tokenizer directory {str(directory)!r} not found: discrete action mode needs a local "
+            "snapshot of allenai/MolmoAct2-FAST-Tokenizer (huggingface-cli download ... --local-dir DIR)"
+        )
+    if not (path / "tokenizer.json").is_file():
+        raise ConfigError(f"{path} has no tokenizer.json: not a FAST action tokenizer snapshot")
+    try:
+        # LeRobot ships the tokenizer class with MolmoAct2's remote code; it is only needed here.
+        from lerobot.policies.molmoact2.molmoact2_hf_model.action_tokenizer import UniversalActionProcessor
+
+        return UniversalActionProcessor.from_pretrained_local(str(path))
+    except Exception as exc:  # ImportError, tokenizers/transformers errors, bad JSON
+        raise CheckpointError(f"cannot load the FAST action tokenizer from {path}: {_first_line(exc)}") from exc
+
+
 def _own_cache(cache: dict[str, Any] | None) -> dict[str, Any] | None:
     """The model keeps a reference to the caller's first image; camera backends may reuse that buffer."""
     if not cache or cache.get("image") is None:
@@ -245,7 +316,11 @@ class MolmoAct2Runtime:
         n_action_steps: int | None = None,
         enable_cuda_graph: bool = True,
         seed: int | None = None,
+        action_mode: str = "continuous",
+        action_tokenizer_dir: str | Path | None = None,
     ) -> None:
+        if action_mode not in ACTION_MODES:
+            raise ConfigError(f"action mode {action_mode!r} is not allowed: use one of {', '.join(ACTION_MODES)}")
         if dtype not in DTYPES:
             raise ConfigError(f"policy dtype {dtype!r} is not allowed: use one of {', '.join(DTYPES)}")
         if num_steps is not None and num_steps < 1:
@@ -258,6 +333,7 @@ class MolmoAct2Runtime:
         self.num_steps = num_steps
         self.enable_cuda_graph = bool(enable_cuda_graph)
         self.seed = seed
+        self.action_mode = action_mode
         self.checkpoint = str(checkpoint)
         self.is_local = not is_hub_id(checkpoint)
         self._lock = threading.Lock()
@@ -277,7 +353,17 @@ class MolmoAct2Runtime:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {device!r} requested but torch sees no CUDA device; use device='cpu'")
         self.torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+        self._action_tokenizer: Any = None
+        if action_mode == "discrete":
+            # Before the weights: a missing tokenizer should fail in milliseconds.
+            self._action_tokenizer = load_action_tokenizer(action_tokenizer_dir or "")
         self._processor, self._model = self._load()
+        checkpoint_mode = getattr(self._model.config, "action_mode", "continuous")
+        if action_mode == "discrete" and checkpoint_mode not in _DISCRETE_CAPABLE:
+            raise CheckpointError(
+                f"checkpoint {self._source} has action_mode {checkpoint_mode!r}: it cannot decode discrete "
+                "actions; use action_mode 'continuous'"
+            )
         self.supports_depth_reasoning = bool(getattr(self._model.config, "enable_depth_reasoning", False))
         self._generator: Any = None
         if seed is not None:
@@ -285,6 +371,7 @@ class MolmoAct2Runtime:
             self._generator.manual_seed(int(seed))
         # The remote code's own depth-buffer rule, used to report how many cells a call re-predicts.
         remote_module = sys.modules.get(type(self._model).__module__)
+        self._depth_probe = _DepthMaskProbe.install(remote_module) if self.supports_depth_reasoning else None
         self._depth_update_mask = getattr(remote_module, "_compute_depth_update_mask", None)
 
     # ---- loading -------------------------------------------------------------------------
@@ -356,8 +443,9 @@ class MolmoAct2Runtime:
         """Run one inference. Returns the chunk (robot space, ``n_action_steps`` steps) and an info dict.
 
         info: ``latency_s`` (whole call), and with depth reasoning ``depth_bins`` (int64[100]),
-        ``depth_cache`` (pass it to the next call; None resets the buffer), ``depth_cells_repredicted``
-        and ``depth_repredicted_fraction``.
+        ``depth_cache`` (pass it to the next call; None resets the buffer; its image is the first camera's
+        frame resized to the depth grid, which gives the model's rule the same result as the full frame),
+        ``depth_cells_repredicted`` and ``depth_repredicted_fraction``.
         """
         if self._model is None:
             raise RuntimeError("MolmoAct2Runtime is closed")
@@ -369,8 +457,14 @@ class MolmoAct2Runtime:
         images, state = self._model_inputs(obs)
         torch = self._torch
         started = time.perf_counter()
+        probed = enable_depth_reasoning and self._depth_probe is not None
         with self._lock, torch.inference_mode():
-            repredicted = self._cells_to_repredict(images[0], depth_cache) if enable_depth_reasoning else None
+            repredicted = None
+            small_image = None
+            if probed:
+                _depth_call.mask = _depth_call.small_image = None
+            elif enable_depth_reasoning:
+                repredicted = self._cells_to_repredict(images[0], depth_cache)
             try:
                 out = self._model.predict_action(
                     processor=self._processor,
@@ -378,7 +472,8 @@ class MolmoAct2Runtime:
                     task=obs.instruction,
                     state=state,
                     norm_tag=self.norm_tag,
-                    inference_action_mode="continuous",
+                    inference_action_mode=self.action_mode,
+                    action_tokenizer=self._action_tokenizer,
                     enable_depth_reasoning=bool(enable_depth_reasoning),
                     depth_cache=depth_cache if enable_depth_reasoning else None,
                     num_steps=self.num_steps,
@@ -389,6 +484,11 @@ class MolmoAct2Runtime:
             except Exception as exc:  # remote code raises RuntimeError/ValueError; torch adds OOM and more
                 raise InferenceError(f"MolmoAct2 inference failed: {_first_line(exc)}") from exc
             actions = out.actions.detach().to(device="cpu", dtype=torch.float32).numpy()
+            if probed:
+                # No mask recorded: the model had no usable cache and predicted every cell.
+                mask = _depth_call.mask
+                repredicted = self.num_depth_codes if mask is None else int(np.count_nonzero(mask))
+                small_image = _depth_call.small_image
         expected = (1, self.n_action_steps, self.embodiment.dof)
         if actions.shape != expected:
             raise InferenceError(f"model returned actions of shape {actions.shape}, expected {expected}")
@@ -404,7 +504,12 @@ class MolmoAct2Runtime:
             info["depth_bins"] = (
                 None if bins is None else bins.detach().cpu().reshape(-1).numpy().astype(np.int64)
             )
-            info["depth_cache"] = _own_cache(out.depth_cache)
+            cache = out.depth_cache
+            if probed and cache is not None and cache.get("image") is not None:
+                if small_image is None:  # first call of a buffer: the rule did not run
+                    small_image = self._depth_probe.resize(np.asarray(cache["image"]), self._depth_grid_px)
+                cache = {**cache, "image": small_image}
+            info["depth_cache"] = _own_cache(cache)
             if repredicted is not None:
                 info["depth_cells_repredicted"] = int(repredicted)
                 info["depth_repredicted_fraction"] = float(repredicted) / self.num_depth_codes
@@ -413,6 +518,11 @@ class MolmoAct2Runtime:
     @property
     def num_depth_codes(self) -> int:
         return int(getattr(self._model.config, "num_depth_codes", 100) or 100)
+
+    @property
+    def _depth_grid_px(self) -> int:
+        assert self._depth_probe is not None
+        return math.isqrt(self.num_depth_codes) * self._depth_probe.patch_size
 
     def _cells_to_repredict(self, first_image: np.ndarray, depth_cache: dict[str, Any] | None) -> int | None:
         """How many depth cells this call predicts afresh (the rest replay the cache); None if unknown."""
