@@ -20,6 +20,7 @@ ARGS = {
     "dtype": ("fp32", "fp32 or bf16"),
     "instruction": ("", "initial task in words"),
     "shadow_mode": ("", "'' = embodiment default (on for real hardware), 'true' or 'false'"),
+    "torch_num_threads": ("0", "torch CPU threads in the policy node; 0 = torch's default"),
     "with_perception": ("true", "start the perception node"),
     "with_policy": ("true", "start the policy node (false on a robot PC whose policy runs elsewhere)"),
     "with_driver": ("true", "start the driver node (false on a GPU host)"),
@@ -31,7 +32,7 @@ def _nodes(context):
     opts = BringupOptions(
         embodiment=v["embodiment"], backend=v["backend"], camera_source=v["camera_source"],
         checkpoint=v["checkpoint"], device=v["device"], dtype=v["dtype"], instruction=v["instruction"],
-        shadow_mode=v["shadow_mode"], with_perception=v["with_perception"] == "true",
+        shadow_mode=v["shadow_mode"], torch_num_threads=int(v["torch_num_threads"]), with_perception=v["with_perception"] == "true",
         with_policy=v["with_policy"] == "true", with_driver=v["with_driver"] == "true",
     )
     return [

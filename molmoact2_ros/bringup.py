@@ -35,6 +35,7 @@ class BringupOptions:
     dtype: str = "fp32"
     instruction: str = "pick up the red cube and place it in the bowl"
     max_inference_rate_hz: float = 0.0
+    torch_num_threads: int = 0  # 0 = torch's default; 1 leaves a core to the driver on small hosts
     shadow_mode: str = ""  # '' = embodiment default; 'true' / 'false'
     camera_fps: float = 0.0  # 0 = the embodiment's fps
     with_perception: bool = True
@@ -61,6 +62,7 @@ def describe(opts: BringupOptions) -> list[NodeSpec]:
                 "embodiment": emb_ref, "checkpoint": opts.checkpoint, "device": opts.device,
                 "dtype": opts.dtype, "instruction": opts.instruction,
                 "max_inference_rate_hz": float(opts.max_inference_rate_hz), "autostart": True,
+                "torch_num_threads": int(opts.torch_num_threads),
             },
             needs_torch=True,
         ))

@@ -121,6 +121,8 @@ def run_demo(opts: DemoOptions, progress=print) -> DemoResult:
     specs = describe(BringupOptions(
         embodiment=emb.source_path, checkpoint=checkpoint, instruction=opts.instruction,
         max_inference_rate_hz=opts.max_inference_rate_hz, camera_fps=opts.camera_fps,
+        # On a small host torch's default (a thread per core) starves the driver and perception.
+        torch_num_threads=1 if (os.cpu_count() or 1) <= 4 else 0,
     ))
     log_dir = Path(opts.log_dir or tempfile.mkdtemp(prefix=f"molmoact2_demo_{emb.name}_"))
     group = ProcessGroup(specs, dict(os.environ), log_dir)
