@@ -276,6 +276,10 @@ class PolicyNode(LifecycleNode):
         self._last_frame_rx = 0.0  # perf_counter of the newest frame's arrival
         self._episode = 0  # bumped by ~/reset and a new instruction: results of older calls are dropped
         self._min_sequence = 0  # after ~/reset, only frames newer than this count as new
+        # Capture time of the last observation inferred on. A chunk is stamped with its observation's
+        # oldest frame, so a new frame on one camera alone does not make a newer observation; inferring
+        # on it would publish a chunk with the same stamp, which the driver rightly rejects as a duplicate.
+        self._last_obs_stamp_s = float("-inf")
         self._input_problems: tuple[InputProblem, ...] = ()
         self._input_level = OK
         self._last_error = ""
@@ -605,6 +609,7 @@ class PolicyNode(LifecycleNode):
             response.success, response.message = False, "policy node is not configured"
             return response
         self._min_sequence = self._assembler.sequence  # before the episode: no older frame slips in
+        self._last_obs_stamp_s = float("-inf")
         self._new_episode("new_episode")
         response.success = True
         response.message = "new episode: depth buffer cleared, the inference in flight (if any) dropped"
@@ -680,6 +685,9 @@ class PolicyNode(LifecycleNode):
                 continue
             self._note_inputs(())
             consumed = assembly.sequence
+            if assembly.observation.stamp_s <= self._last_obs_stamp_s:
+                continue  # wait for every camera to move past the last observation
+            self._last_obs_stamp_s = assembly.observation.stamp_s
             next_start = time.monotonic() + (1.0 / max_rate if max_rate > 0 else 0.0)
             try:
                 self._infer(assembly, episode, available)
