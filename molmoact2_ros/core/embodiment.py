@@ -111,6 +111,20 @@ class SafetyConfig(_Strict):
         0.6, gt=0, description="refuse to enable if the first target is farther than this (robot units)"
     )
     max_tracking_error: float = Field(0.5, gt=0, description="measured vs commanded, robot units")
+    tracking_error_grace_s: float = Field(
+        0.25, ge=0, le=10, description="tracking error above max_tracking_error for this long latches a fault"
+    )
+    max_temperature_c: float | None = Field(
+        None, gt=0, le=200,
+        description="fault above this reported motor temperature; the lower of this and the backend's own "
+                    "limit (hardware.params.<backend>.max_temperature_c) applies; null: the backend's",
+    )
+    fault_action: Literal["hold", "relax"] = Field(
+        "hold",
+        description="on a latched fault: hold = keep writing the last command (no motion, motor heartbeat "
+                    "kept); relax = stop commanding and let the backend go compliant where it can "
+                    "(backends that cannot relax hold)",
+    )
 
     @model_validator(mode="after")
     def _stop_after_hold(self) -> SafetyConfig:

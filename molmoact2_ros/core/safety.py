@@ -4,13 +4,21 @@ Order, as ARCHITECTURE.md gives it: chunk validation (on receipt, ``validate_chu
 target -> joint envelope clamp -> per-tick rate limit against the last command -> startup guard / ramp
 from the measured pose -> hardware write (done by the caller with the command ``SafetyStack.tick``
 returns). Around it: a watchdog (no valid chunk for ``watchdog_hold_timeout_s``: hold; for
-``watchdog_stop_timeout_s``: stop), a latched e-stop, a tracking-error monitor and latched hardware
-faults (read/write failures reported by the driver, over-temperature from the backend's readings).
+``watchdog_stop_timeout_s``: stop), a latched e-stop, a tracking-error monitor (arm joints only:
+grippers stall on purpose when they grasp), latched hardware faults (read/write failures reported by
+the driver, over-temperature from the backend's readings) and ROS clock jumps (sim reset, bag loop,
+a stepped system clock).
 
 Holding means writing the last command again: it is where the robot already is (within one tick of
 motion), it never jumps, and motor firmware that falls into damping without commands (YAM) keeps
-getting its heartbeat. Nothing is written before the first guarded command: an unguarded first command
-stripped an SO-101 gear (EMBODIMENTS_AND_PEERS.md).
+getting its heartbeat. A latched fault holds or, with ``safety.fault_action: relax`` and a backend that
+can, stops commanding so the backend goes compliant. Nothing is written before the first guarded
+command: an unguarded first command stripped an SO-101 gear (EMBODIMENTS_AND_PEERS.md).
+
+A bimanual station is one stack: one watchdog, one e-stop, and a fault on either arm holds both (the
+fault detail and ``fault_arms`` name the arm). ``DriverCore`` wraps one control tick against a hardware
+backend (read -> tick -> write -> record) so the driver node, the fault-injection suite and the
+benchmarks run the very same code.
 
 Plain Python and numpy; thread-safe (chunks arrive on executor threads, ticks run on the control
 thread, e-stop and reset on service threads). Times are ROS time in float seconds.
@@ -24,13 +32,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from molmoact2_ros.core.chunk import ActionChunk
 from molmoact2_ros.core.embodiment import EmbodimentConfig
-from molmoact2_ros.core.errors import ChunkRejected
+from molmoact2_ros.core.errors import ChunkRejected, HardwareError
 from molmoact2_ros.core.scheduler import ChunkScheduler
 
 # Short, stable rejection tags (diagnostics keys are ``rejected_<tag>``).
@@ -62,6 +70,10 @@ RATE_TOLERANCE = 0.02
 TIME_SPACING_TOLERANCE = 1e-3
 # A ROS clock that jumps back by more than this (sim reset, bag loop) forgets stamps and holds.
 CLOCK_JUMP_BACK_S = 1.0
+# A gap this long between two ticks is a clock jump too (a stepped system clock, /clock resuming far
+# ahead, or a control thread stalled that long): the plan belongs to another time base, so hold.
+CLOCK_JUMP_FORWARD_S = 1.0
+FAULT_ACTIONS = ("hold", "relax")
 
 
 class SafetyState(StrEnum):
@@ -198,6 +210,7 @@ class SafetyCounters:
     faults: int = 0
     clock_jumps: int = 0
     tracking_error_max: float = 0.0
+    tracking_error_last: float = 0.0
     rejections: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -216,22 +229,43 @@ class TickResult:
     clamped: bool = False
     rate_limited: bool = False
     ramp_base: np.ndarray | None = None  # set on the tick that (re)started motion from the measured pose
+    relax: bool = False  # a latched fault with fault_action relax: stop commanding, let the backend relax
+
+
+def effective_max_temperature_c(*limits: float | None) -> float | None:
+    """The strictest of the configured over-temperature limits (None where none is set)."""
+    given = [float(x) for x in limits if x is not None]
+    return min(given) if given else None
 
 
 class SafetyStack:
     """Scheduler + safety limits for one driver; ``submit`` chunks on receipt, ``tick`` every period."""
 
     def __init__(self, embodiment: EmbodimentConfig, *, scheduler: ChunkScheduler | None = None,
-                 tracking_error_grace_s: float = 0.25, max_temperature_c: float | None = None,
-                 shadow: bool = False):
+                 tracking_error_grace_s: float | None = None, max_temperature_c: float | None = None,
+                 fault_action: str | None = None, shadow: bool = False):
+        """``tracking_error_grace_s`` and ``fault_action`` default to the embodiment's safety config;
+        ``max_temperature_c`` (the backend's limit) is combined with ``safety.max_temperature_c``: the
+        lower one applies. Pass ``fault_action="hold"`` for a backend that cannot relax."""
+        cfg = embodiment.safety
         self.embodiment = embodiment
         self.scheduler = scheduler or ChunkScheduler.for_embodiment(embodiment)
         self.lower = embodiment.lower
         self.upper = embodiment.upper
         self.max_velocity = embodiment.max_velocity
         self.nominal_dt_s = 1.0 / embodiment.tick_rate_hz
-        self.tracking_error_grace_s = tracking_error_grace_s
-        self.max_temperature_c = max_temperature_c
+        self.tracking_error_grace_s = (cfg.tracking_error_grace_s if tracking_error_grace_s is None
+                                       else float(tracking_error_grace_s))
+        self.max_temperature_c = effective_max_temperature_c(cfg.max_temperature_c, max_temperature_c)
+        action = cfg.fault_action if fault_action is None else fault_action
+        if action not in FAULT_ACTIONS:
+            raise ValueError(f"fault_action must be one of {FAULT_ACTIONS}, got {action!r}")
+        self.fault_action = action
+        self._arm_of_joint = {embodiment.joint_names.index(j): arm
+                              for arm, joints in embodiment.arms.items() for j in joints}
+        # Grippers stall on purpose: closing on an object leaves them short of their command for as long
+        # as they hold it (their force is the gripper's own current limit). The monitor watches the rest.
+        self._tracked = np.flatnonzero([j.type != "gripper" for j in embodiment.joints])
         self.counters = SafetyCounters()
         self.last_latency_s = float("nan")  # receipt - stamp of the last chunk received
         self._cfg = embodiment.safety
@@ -241,6 +275,8 @@ class SafetyStack:
         self._shadow = shadow
         self._estop_reason: str | None = None
         self._fault: tuple[str, str] | None = None
+        self._fault_arms: list[str] = []
+        self._jump_hold_since: float | None = None  # holding after a clock jump, since (new time base)
         self._last_command: np.ndarray | None = None
         self._prev_command: np.ndarray | None = None
         self._last_sent: np.ndarray | None = None
@@ -298,6 +334,10 @@ class SafetyStack:
                 "shadow_mode": self._shadow,
                 "estop_latched": self._estop_reason is not None,
                 "fault": self._fault[0] if self._fault else "",
+                "fault_detail": self._fault[1] if self._fault else "",
+                "fault_arms": ",".join(self._fault_arms),
+                "fault_action": self.fault_action,
+                "max_temperature_c": self.max_temperature_c if self.max_temperature_c is not None else "",
                 "ticks": c.ticks,
                 "chunks_received": c.chunks_received,
                 "chunks_accepted": c.chunks_accepted,
@@ -314,10 +354,12 @@ class SafetyStack:
                 "faults": c.faults,
                 "clock_jumps": c.clock_jumps,
                 "tracking_error_max": c.tracking_error_max,
+                "tracking_error_last": c.tracking_error_last,
                 "latency_last_ms": self.last_latency_s * 1e3,
                 "splice_latency_last_ms": s.last_latency_s * 1e3,
                 "splice_skipped_steps_last": s.last_skipped_steps,
                 "splice_anchor_last": s.last_anchor_mode,
+                "splice_blends_stretched": s.stretched_blends,
             }
             for reason in REJECT_REASONS:
                 out[f"rejected_{reason}"] = c.rejections.get(reason, 0)
@@ -377,10 +419,22 @@ class SafetyStack:
             self._drop_motion(None)
             self._state, self._reason = SafetyState.ESTOP, reason
 
-    def latch_fault(self, reason: str, detail: str = "") -> None:
-        """Latch a fault (hardware read/write failure, over-temperature, ...): hold until reset."""
+    def latch_fault(self, reason: str, detail: str = "", joints: Sequence[int] = ()) -> None:
+        """Latch a fault (hardware read/write failure, over-temperature, ...): hold (or relax) until reset.
+
+        ``joints`` (embodiment indices) name the arm(s) it concerns on a bimanual station; every arm
+        stops either way."""
         with self._lock:
-            self._latch_fault(reason, detail)
+            self._latch_fault(reason, detail, joints)
+
+    def arms_of(self, joints: Sequence[int]) -> list[str]:
+        """The arms (``embodiment.arms``) the given joint indices belong to, in joint order."""
+        out: list[str] = []
+        for j in joints:
+            arm = self._arm_of_joint.get(int(j))
+            if arm is not None and arm not in out:
+                out.append(arm)
+        return out
 
     def reset(self) -> tuple[bool, str]:
         """Clear a latched e-stop or fault. Motion restarts from the measured pose, guarded."""
@@ -388,6 +442,7 @@ class SafetyStack:
             was = self._estop_reason or (self._fault[0] if self._fault else None)
             self._estop_reason = None
             self._fault = None
+            self._fault_arms = []
             self._tracking_bad_since = None
             self._disarm()
             self._state, self._reason = SafetyState.IDLE, "reset"
@@ -431,12 +486,9 @@ class SafetyStack:
         with self._lock:
             c = self.counters
             c.ticks += 1
-            if self._last_tick_s is not None and now_s < self._last_tick_s - CLOCK_JUMP_BACK_S:
-                c.clock_jumps += 1
-                self.scheduler.forget_stamps()
-                self._drop_motion(None)
-                self._last_valid_rx_s = None
-                self._last_tick_s = None
+            if self._last_tick_s is not None and not (
+                    -CLOCK_JUMP_BACK_S <= now_s - self._last_tick_s <= CLOCK_JUMP_FORWARD_S):
+                self._clock_jumped(now_s)
             dt = self.nominal_dt_s if self._last_tick_s is None else now_s - self._last_tick_s
             self._last_tick_s = now_s
             meas = None if measured is None else np.asarray(measured, dtype=np.float64)
@@ -445,9 +497,11 @@ class SafetyStack:
                 temps = np.asarray(temperatures_c, dtype=np.float64)
                 hot = np.flatnonzero(temps > self.max_temperature_c)
                 if hot.size:
-                    names = [self.embodiment.joint_names[i] for i in hot if i < self.embodiment.dof]
+                    hot = hot[hot < self.embodiment.dof]
+                    names = [self.embodiment.joint_names[i] for i in hot]
                     self._latch_fault("over_temperature",
-                                      f"{names} above {self.max_temperature_c:g} C (max {temps.max():.1f} C)")
+                                      f"{names} above {self.max_temperature_c:g} C (max {temps.max():.1f} C)",
+                                      hot.tolist())
             self._check_tracking(now_s, meas)
 
             pending, self._pending = self._pending, None
@@ -458,6 +512,8 @@ class SafetyStack:
             state, reason = self._resolve_state(now_s)
             if state is SafetyState.RUNNING or (state is SafetyState.HOLD and reason == "starved"):
                 result = self._follow(now_s, meas, dt, state, reason)
+            elif state is SafetyState.FAULT and self.fault_action == "relax":
+                result = TickResult(None, state, reason, relax=True)
             else:
                 result = TickResult(self._hold_command(), state, reason)
             self._state, self._reason = result.state, result.reason
@@ -473,6 +529,7 @@ class SafetyStack:
 
     def _drop_motion(self, now_s: float | None) -> None:
         self._pending = None
+        self._jump_hold_since = None
         self.scheduler.clear(now_s)
 
     def _disarm(self) -> None:
@@ -485,12 +542,31 @@ class SafetyStack:
         self._watchdog_level = 0
         self._last_valid_rx_s = None
 
-    def _latch_fault(self, reason: str, detail: str) -> None:
+    def _latch_fault(self, reason: str, detail: str, joints: Sequence[int] = ()) -> None:
         if self._fault is None:
             self.counters.faults += 1
+            arms = self.arms_of(joints)
+            if arms and len(self.embodiment.arms) > 1:
+                detail = f"{detail} [{' + '.join(arms)} arm; every arm holds]"
             self._fault = (reason, detail)
+            self._fault_arms = arms
         self._drop_motion(None)
         self._state, self._reason = SafetyState.FAULT, reason
+
+    def _clock_jumped(self, now_s: float) -> None:
+        """The ROS clock jumped (either way): forget the plan and its time base, hold the last command."""
+        self.counters.clock_jumps += 1
+        self.scheduler.forget_stamps()
+        self._drop_motion(None)
+        self._last_valid_rx_s = None
+        self._last_tick_s = None
+        self._tracking_bad_since = None
+        if self._last_command is not None and self._watchdog_level < 2:
+            # Resume needs a fresh chunk in the new time base, blended out of the hold; the watchdog
+            # counts from the jump.
+            self.scheduler.hold(self._last_command, now_s)
+            self._jump_hold_since = now_s
+            self._watchdog_level = 1
 
     def _splice(self, chunk: ActionChunk, now_s: float) -> None:
         if self._estop_reason is not None or self._fault is not None or not self._enabled:
@@ -510,6 +586,7 @@ class SafetyStack:
         if self._watchdog_level == 2:
             self._guard_pending = True
         self._watchdog_level = 0
+        self._jump_hold_since = None
 
     def _resolve_state(self, now_s: float) -> tuple[SafetyState, str]:
         if self._estop_reason is not None:
@@ -520,6 +597,15 @@ class SafetyStack:
             return (SafetyState.HOLD if self._last_command is not None else SafetyState.IDLE), "inactive"
         if self._watchdog_level == 2:
             return SafetyState.STOPPED, "watchdog"
+        if self._jump_hold_since is not None:
+            if now_s - self._jump_hold_since > self._cfg.watchdog_stop_timeout_s:
+                # No chunk in the new time base for the stop timeout: the same stop as the watchdog's.
+                self._jump_hold_since = None
+                self.counters.watchdog_stops += 1
+                self._watchdog_level = 2
+                self.scheduler.clear(now_s)
+                return SafetyState.STOPPED, "watchdog"
+            return SafetyState.HOLD, "clock_jump"
         if not self.scheduler.has_trajectory or self._last_valid_rx_s is None:
             return SafetyState.IDLE, "waiting_for_chunk"
         age = now_s - self._last_valid_rx_s
@@ -588,10 +674,13 @@ class SafetyStack:
         return None
 
     def _check_tracking(self, now_s: float, meas: np.ndarray | None) -> None:
-        if meas is None or self._last_sent is None or self._shadow or self._fault is not None:
+        if meas is None or self._last_sent is None or self._shadow or self._fault is not None or (
+                self._tracked.size == 0):
             self._tracking_bad_since = None
             return
-        err = float(np.max(np.abs(meas - self._last_sent)))
+        errors = np.abs(meas - self._last_sent)[self._tracked]
+        err = float(np.max(errors))
+        self.counters.tracking_error_last = err
         self.counters.tracking_error_max = max(self.counters.tracking_error_max, err)
         if err <= self._cfg.max_tracking_error:
             self._tracking_bad_since = None
@@ -599,10 +688,128 @@ class SafetyStack:
         if self._tracking_bad_since is None:
             self._tracking_bad_since = now_s
         elif now_s - self._tracking_bad_since >= self.tracking_error_grace_s:
-            j = int(np.argmax(np.abs(meas - self._last_sent)))
+            j = int(self._tracked[int(np.argmax(errors))])
             self._latch_fault(
                 "tracking_error",
                 f"{self.embodiment.joint_names[j]} is {err:.3g} from its command for "
                 f"{now_s - self._tracking_bad_since:.2f} s "
-                f"(max_tracking_error {self._cfg.max_tracking_error:g})",
+                f"(max_tracking_error {self._cfg.max_tracking_error:g}): stalled, blocked or overloaded",
+                [j],
             )
+
+
+# ---- one control tick against a hardware backend ------------------------------------------------
+
+class HardwarePort(Protocol):
+    """What ``DriverCore`` needs from a hardware backend (``backends.hardware.HardwareInterface``)."""
+
+    name: str
+
+    @property
+    def ready(self) -> bool: ...
+
+    def read(self) -> Any: ...  # an object with ``positions`` and ``temperatures_c`` (HardwareReading)
+
+    def write(self, positions: np.ndarray) -> np.ndarray: ...
+
+    def relax(self) -> None: ...
+
+
+@dataclass
+class CycleResult:
+    """One control tick: the stack's decision, what was measured and what the hardware accepted."""
+
+    tick: TickResult
+    positions: np.ndarray | None  # measured this tick (None: not ready or the read failed)
+    sent: np.ndarray | None  # what the backend accepted (None: nothing written this tick)
+    events: list[tuple[str, str]]  # (level, line) for the caller's log: this class never logs
+
+
+class DriverCore:
+    """read -> ``SafetyStack.tick`` -> write -> ``record_sent``, with hardware-error policy, no threads.
+
+    - A backend that is connected but not ``ready`` (no joint states yet from a ROS robot) is not read;
+      the stack ticks without a measurement (writes nothing before the guarded start). Not ready for
+      ``ready_timeout_ticks`` latches ``hardware_not_ready``.
+    - ``error_limit`` consecutive read or write failures latch ``read_error`` / ``write_error``; a
+      single failure is a glitch: the stack keeps its limits against what the robot really got.
+    - A FAULT tick with ``relax`` calls ``hardware.relax()`` once, if anything was ever written.
+    - Shadow mode: everything is computed, nothing is written or relaxed.
+    """
+
+    def __init__(self, stack: SafetyStack, hardware: HardwarePort, *, error_limit: int = 3,
+                 ready_timeout_ticks: int | None = None):
+        if error_limit < 1:
+            raise ValueError(f"error_limit must be >= 1, got {error_limit}")
+        self.stack = stack
+        self.hardware = hardware
+        self.error_limit = int(error_limit)
+        self.ready_timeout_ticks = (int(5.0 * stack.embodiment.tick_rate_hz) if ready_timeout_ticks is None
+                                    else int(ready_timeout_ticks))
+        self.read_errors = 0
+        self.write_errors = 0
+        self.relaxes = 0
+        self.not_ready_ticks = 0
+        self.read_streak = 0
+        self.write_streak = 0
+        self.relaxed = False  # the backend was relaxed and nothing was written since
+        self._was_ready = False
+        self._wrote = False  # anything written since connect (relaxing a robot we never drove is not ours)
+
+    @property
+    def hardware_ready(self) -> bool:
+        return self._was_ready
+
+    def clear_errors(self) -> None:
+        """After a reset: failure streaks start over."""
+        self.read_streak = self.write_streak = 0
+
+    def cycle(self, now_s: float) -> CycleResult:
+        stack, hw = self.stack, self.hardware
+        events: list[tuple[str, str]] = []
+        positions = temperatures = None
+        if not self._was_ready and not hw.ready:
+            self.not_ready_ticks += 1
+            if self.not_ready_ticks == self.ready_timeout_ticks:
+                stack.latch_fault("hardware_not_ready",
+                                  f"{hw.name} backend connected but gave no measurement for "
+                                  f"{self.not_ready_ticks} ticks")
+        else:
+            self._was_ready = True
+            try:
+                reading = hw.read()
+                positions, temperatures = reading.positions, reading.temperatures_c
+                self.read_streak = 0
+            except HardwareError as exc:
+                self.read_errors += 1
+                self.read_streak += 1
+                if self.read_streak == 1:
+                    events.append(("warning", f"hardware read failed: {exc}"))
+                if self.read_streak == self.error_limit:
+                    stack.latch_fault("read_error", f"{self.read_streak} reads failed in a row: {exc}")
+        result = stack.tick(now_s, positions, temperatures)
+        sent = None
+        if stack.shadow:
+            pass
+        elif result.command is not None:
+            try:
+                sent = hw.write(result.command)
+                self.write_streak = 0
+                self._wrote, self.relaxed = True, False
+            except HardwareError as exc:
+                self.write_errors += 1
+                self.write_streak += 1
+                if self.write_streak == 1:
+                    events.append(("warning", f"hardware write failed: {exc}"))
+                if self.write_streak == self.error_limit:
+                    stack.latch_fault("write_error", f"{self.write_streak} writes failed in a row: {exc}")
+            stack.record_sent(sent)
+        elif result.relax and self._wrote and not self.relaxed:
+            self.relaxed = True  # one attempt per fault: a backend that failed to relax is not retried
+            try:
+                hw.relax()
+                self.relaxes += 1
+                events.append(("warning", f"fault {result.reason}: {hw.name} backend relaxed (fault_action relax)"))
+            except HardwareError as exc:
+                events.append(("error", f"fault {result.reason}: relaxing the {hw.name} backend failed: {exc}"))
+        return CycleResult(result, positions, sent, events)

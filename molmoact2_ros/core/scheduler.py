@@ -8,7 +8,11 @@ slow inference never shifts the plan. Between steps the scheduler interpolates w
 Splicing. A new chunk replaces the old one at the current tick, not at its start. The switch is a
 blend ``(1 - w) * old(t) + w * new(t)`` over ``blend_ticks`` ticks with the smoothstep weight
 ``w = 3s^2 - 2s^3``: w and w' vanish at both ends, so position and velocity are continuous across the
-splice (peers jump here: EMBODIMENTS_AND_PEERS.md).
+splice (peers jump here: EMBODIMENTS_AND_PEERS.md). The blend adds ``w' * (new - old)`` to the
+velocity, at most ``1.5 * |d| / T`` for a disagreement d over a blend of T seconds; given the joints'
+velocity limits, a splice whose plans disagree so much that this would exceed
+``BLEND_VELOCITY_FRACTION`` of a joint's limit is blended over longer (up to ``MAX_BLEND_FACTOR`` x
+``blend_ticks``), so the rate limiter downstream rarely has to step in.
 
 Latency. ``chunk.stamp_s`` is the capture time of the observation the chunk came from. Where the
 chunk is anchored is decided by the *measured* latency ``now - stamp`` and by what the robot did
@@ -43,6 +47,11 @@ if TYPE_CHECKING:
 # Chunks arriving faster than one blend window nest blends; past this depth the oldest blend is
 # collapsed into its newer side. Only a chunk flood reaches it, and the rate limiter bounds the result.
 MAX_BLEND_DEPTH = 8
+# The blend's own velocity (w' x disagreement) may use this share of a joint's velocity limit, the rest
+# is left to the motion itself; a larger disagreement stretches the blend, up to MAX_BLEND_FACTOR x.
+BLEND_VELOCITY_FRACTION = 1.0 / 3.0
+MAX_BLEND_FACTOR = 3.0
+SMOOTHSTEP_PEAK_SLOPE = 1.5  # max of d/ds (3s^2 - 2s^3), at s = 1/2
 # Motion intervals older than this many entries cannot matter: a chunk older than chunk_max_age_s is
 # rejected long before, and each interval spans at least one chunk.
 _MAX_INTERVALS = 32
@@ -160,6 +169,7 @@ class SchedulerStats:
     out_of_order: int = 0  # stamp older than or equal to the current chunk's
     expired: int = 0  # every step already in the past at the splice
     starvation_ticks: int = 0  # ticks spent holding the last target of an exhausted chunk
+    stretched_blends: int = 0  # splices blended over longer than blend_ticks (large disagreement)
     last_latency_s: float = float("nan")
     last_skipped_steps: int = 0
     last_anchor_mode: str = ""
@@ -169,7 +179,10 @@ class SchedulerStats:
 class ChunkScheduler:
     """Time-indexed chunk execution with C1 splices; see the module docstring for the rules."""
 
-    def __init__(self, dof: int, tick_rate_hz: float, blend_ticks: int = 4, max_steps: int | None = None):
+    def __init__(self, dof: int, tick_rate_hz: float, blend_ticks: int = 4, max_steps: int | None = None,
+                 max_velocity: np.ndarray | None = None):
+        """``max_velocity`` (per joint, units/s): stretch blends whose disagreement would use more than
+        ``BLEND_VELOCITY_FRACTION`` of it (None: always ``blend_ticks``)."""
         if dof <= 0:
             raise ValueError(f"dof must be positive, got {dof}")
         if not tick_rate_hz > 0:
@@ -180,6 +193,7 @@ class ChunkScheduler:
         self.tick_rate_hz = float(tick_rate_hz)
         self.blend_ticks = int(blend_ticks)
         self.max_steps = max_steps
+        self.max_velocity = None if max_velocity is None else np.asarray(max_velocity, dtype=np.float64)
         self.stats = SchedulerStats()
         self._traj: _Trajectory | None = None
         self._newest: _ChunkTrajectory | None = None
@@ -194,6 +208,7 @@ class ChunkScheduler:
             tick_rate_hz=embodiment.tick_rate_hz,
             blend_ticks=embodiment.chunk.blend_ticks,
             max_steps=embodiment.chunk.n_action_steps,
+            max_velocity=embodiment.max_velocity,
         )
 
     # ---- state ------------------------------------------------------------------------------
@@ -269,7 +284,8 @@ class ChunkScheduler:
             old = self._traj
             if isinstance(old, _Blend) and old.depth() >= MAX_BLEND_DEPTH:
                 old = _collapse_deepest(old)
-            self._traj = _Blend(old, new, now_s, self.blend_duration_s)
+            duration = self._blend_duration_for(old.position(now_s) - new.position(now_s))
+            self._traj = _Blend(old, new, now_s, duration)
             blended = True
         else:
             self._traj = new
@@ -323,6 +339,20 @@ class ChunkScheduler:
         self._moving.clear()
 
     # ---- internals --------------------------------------------------------------------------
+    def _blend_duration_for(self, disagreement: np.ndarray) -> float:
+        base = self.blend_duration_s
+        if self.max_velocity is None:
+            return base
+        with np.errstate(divide="ignore", invalid="ignore"):
+            needed = SMOOTHSTEP_PEAK_SLOPE * np.abs(disagreement) / (BLEND_VELOCITY_FRACTION * self.max_velocity)
+        needed_s = float(np.max(np.where(np.isfinite(needed), needed, 0.0))) if needed.size else 0.0
+        # Whole ticks, so a stretched blend ends on a tick as the configured one does.
+        ticks = math.ceil(needed_s * self.tick_rate_hz - 1e-9)
+        if ticks <= self.blend_ticks:
+            return base
+        self.stats.stretched_blends += 1
+        return min(ticks / self.tick_rate_hz, MAX_BLEND_FACTOR * base)
+
     def _extend_motion(self, now_s: float, end_s: float) -> None:
         end_s = max(end_s, now_s)
         if self._moving and self._moving[-1][1] >= now_s:

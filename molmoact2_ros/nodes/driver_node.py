@@ -7,14 +7,30 @@ lifecycle manager, because the pip install has no ``ros2 lifecycle`` CLI.
 
 The control loop runs on its own thread with absolute deadlines (``time.perf_counter``), never on an
 executor timer: a busy executor (chunk deserialisation, services, diagnostics) must not stretch the
-control period. Every tick: read the hardware, ``SafetyStack.tick`` (scheduler -> clamp -> rate limit ->
-startup guard), write, publish ``/joint_states`` (measured) and ``~/commanded`` (what was actually
-written; ``~/shadow_commanded`` in shadow mode, where nothing is written). All the logic is in
-``core.safety`` / ``core.scheduler``; this module translates messages and owns threads and ROS entities.
+control period. Like ros2_control's controller manager, the thread asks for SCHED_FIFO
+(``control_thread_priority``, where the OS allows it) so a policy running on the same PC cannot delay
+its wake-ups. The executor thread in ``main`` gets the priority just below: it is the only other thread
+that holds the GIL, and a GIL holder preempted by other processes stalls the control thread for a
+whole scheduler slice (priority inversion); ``main`` also shortens the GIL switch interval so the
+control thread never waits 5 ms for it (benchmarks/results/driver.md has the measurements).
+
+Every tick runs ``core.safety.DriverCore.cycle``: read the hardware, ``SafetyStack.tick`` (scheduler ->
+clamp -> rate limit -> startup guard), write; then it publishes ``/joint_states`` (measured) and
+``~/commanded`` (what was actually written; ``~/shadow_commanded`` in shadow mode, where nothing is
+written). All the logic is in ``core.safety`` / ``core.scheduler``; this module translates messages
+and owns threads and ROS entities.
+
+Safety inputs: ``~/estop`` (Trigger) and ``/estop`` (Bool, true trips) latch the e-stop; ``~/reset``
+clears an e-stop or fault, after which motion restarts from the measured pose through the startup
+guard; ``~/enable`` (SetBool) leaves (true) or re-enters (false) shadow mode, the default for every
+backend but mock/mujoco. Faults hold or relax per ``safety.fault_action`` (hold where the backend
+cannot relax). A backend that reads the robot's own ``/joint_states`` (``ros_topic``) gets this node's
+handle, and the driver then leaves ``/joint_states`` to the robot instead of republishing it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -42,6 +58,7 @@ from molmoact2_ros.core.safety import (
     REJECT_EMPTY,
     REJECT_NO_STAMP,
     REJECT_SHAPE,
+    DriverCore,
     SafetyStack,
     SafetyState,
     infer_rate_hz,
@@ -52,8 +69,12 @@ from molmoact2_ros.nodes.qos import CHUNK_QOS, CHUNK_TOPIC, ESTOP_TOPIC, JOINT_S
 NODE_NAME = "molmoact2_driver"
 # Backends that only simulate motion: never shadowed by default, whatever the YAML says.
 SIMULATED_BACKENDS = ("mock", "mujoco")
-PERIOD_ERROR_WINDOW = 3000  # ticks kept for the period-error percentiles (100 s at 30 Hz)
+PERIOD_ERROR_WINDOW = 3000  # default ticks kept for the period-error percentiles (100 s at 30 Hz)
 LOG_DRAIN_PERIOD_S = 0.1  # the control thread's log lines reach the ROS log within this
+# CPython hands the GIL to a waiting thread after this long (default 5 ms): a control tick that wakes
+# while the executor thread runs a callback would wait that long. 0.5 ms keeps the wait under a tick.
+GIL_SWITCH_INTERVAL_S = 0.0005
+DEFAULT_CONTROL_THREAD_PRIORITY = 50  # ros2_control's default real-time priority for its update loop
 
 
 def trajectory_to_chunk(msg: JointTrajectory, default_rate_hz: float) -> ActionChunk:
@@ -90,6 +111,8 @@ class DriverNode(LifecycleNode):
         self.embodiment: EmbodimentConfig | None = None
         self.hardware: HardwareInterface | None = None
         self.stack: SafetyStack | None = None
+        self.core: DriverCore | None = None
+        self._publish_joint_states = True
         self._publishers_owned: list[Any] = []
         self._subscriptions_owned: list[Any] = []
         self._services_owned: list[Any] = []
@@ -97,13 +120,12 @@ class DriverNode(LifecycleNode):
         self._stop_loop = threading.Event()
         self._hw_lock = threading.Lock()  # hardware calls from the loop vs. release at shutdown
         self._stats_lock = threading.Lock()
-        self._period_errors_s: deque[float] = deque(maxlen=PERIOD_ERROR_WINDOW)
+        window = int(self._param("period_error_window_ticks"))
+        self._period_errors_s: deque[float] = deque(maxlen=window)
+        self._tick_durations_s: deque[float] = deque(maxlen=window)
         self._overruns = 0
-        self._read_errors = 0
-        self._write_errors = 0
-        self._read_streak = 0
-        self._write_streak = 0
         self._tick_exceptions = 0
+        self._realtime = False
         self._last_state: SafetyState | None = None
         self._log_queue: deque[tuple[str, str]] = deque(maxlen=1000)
         self._error_limit = int(self._param("hardware_error_limit"))
@@ -136,6 +158,17 @@ class DriverNode(LifecycleNode):
         self.declare_parameter("hardware_error_limit", 3, ParameterDescriptor(
             description="consecutive hardware read or write failures before the driver latches a fault",
             integer_range=[IntegerRange(from_value=1, to_value=1000)]))
+        self.declare_parameter("control_thread_priority", DEFAULT_CONTROL_THREAD_PRIORITY, ParameterDescriptor(
+            description="SCHED_FIFO priority of the control thread (1-99; 0: normal scheduling). Needs "
+                        "CAP_SYS_NICE or an rtprio limit; without it the driver warns and runs unprivileged",
+            integer_range=[IntegerRange(from_value=0, to_value=99)]))
+        self.declare_parameter("period_error_window_ticks", PERIOD_ERROR_WINDOW, ParameterDescriptor(
+            description="ticks over which /diagnostics reports the period error and tick duration percentiles",
+            integer_range=[IntegerRange(from_value=10, to_value=1_000_000)]))
+        self.declare_parameter("hardware_ready_timeout_s", 5.0, ParameterDescriptor(
+            description="a connected backend with no measurement yet (a ROS robot's first joint states) "
+                        "for this long latches a hardware_not_ready fault",
+            floating_point_range=[FloatingPointRange(from_value=0.1, to_value=600.0)]))
 
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
@@ -153,22 +186,33 @@ class DriverNode(LifecycleNode):
         try:
             emb = load_embodiment(embodiment_arg)
             backend = str(self._param("backend")) or emb.hardware.backend
-            hw = make_hardware(emb, backend)
+            hw = make_hardware(emb, backend, ros_node=self)
             hw.connect()
         except (ConfigError, HardwareError) as exc:
             self._configure_error = str(exc)
             log.error(f"configure failed for embodiment {embodiment_arg!r}: {exc}")
             return TransitionCallbackReturn.FAILURE
         shadow = self._resolve_shadow(emb, backend)
+        fault_action = emb.safety.fault_action
+        if fault_action == "relax" and not hw.supports_relax:
+            log.warning(f"safety.fault_action is relax but the {backend} backend cannot relax: faults hold")
+            fault_action = "hold"
         self.embodiment, self.hardware = emb, hw
-        self.stack = SafetyStack(emb, max_temperature_c=hw.max_temperature_c, shadow=shadow)
+        self.stack = SafetyStack(emb, max_temperature_c=hw.max_temperature_c, fault_action=fault_action,
+                                 shadow=shadow)
+        self.core = DriverCore(
+            self.stack, hw, error_limit=self._error_limit,
+            ready_timeout_ticks=max(1, round(self._param("hardware_ready_timeout_s") * emb.tick_rate_hz)))
+        # The robot's own broadcaster already publishes /joint_states: a second publisher would feed the
+        # backend its own echo.
+        self._publish_joint_states = hw.state_topic != self.resolve_topic_name(JOINT_STATES_TOPIC)
         self._configure_error = ""
         self._create_entities()
         self._lifecycle = "inactive"
-        shadow_note = ", SHADOW MODE (writes nothing)" if shadow else ""
+        shadow_note = ", SHADOW MODE (writes nothing; ~/enable true to move)" if shadow else ""
         log.info(
             f"configured {emb.name} ({emb.dof} joints, {emb.tick_rate_hz:g} Hz ticks, chunk steps at "
-            f"{emb.control_rate_hz:g} Hz) on backend {backend!r}{shadow_note}"
+            f"{emb.control_rate_hz:g} Hz) on backend {backend!r}, faults {fault_action}{shadow_note}"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -195,6 +239,7 @@ class DriverNode(LifecycleNode):
         self.release()
         self._destroy_entities()
         self.stack = None
+        self.core = None
         self.embodiment = None
         self._lifecycle = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
@@ -226,7 +271,8 @@ class DriverNode(LifecycleNode):
             if stack is not None:
                 stack.disable()
                 hold = stack.last_command
-                if hold is not None and not stack.shadow and hw.connected:
+                relaxed = self.core is not None and self.core.relaxed  # a relaxed robot stays relaxed
+                if hold is not None and not stack.shadow and hw.connected and not relaxed:
                     try:
                         hw.write(hold)
                     except HardwareError as exc:
@@ -251,10 +297,12 @@ class DriverNode(LifecycleNode):
     def _create_entities(self) -> None:
         inputs = MutuallyExclusiveCallbackGroup()
         services = MutuallyExclusiveCallbackGroup()
-        self._joint_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, JOINT_STATE_QOS)
+        self._joint_pub = (self.create_publisher(JointState, JOINT_STATES_TOPIC, JOINT_STATE_QOS)
+                           if self._publish_joint_states else None)
         self._commanded_pub = self.create_publisher(JointState, "~/commanded", JOINT_STATE_QOS)
         self._shadow_pub = self.create_publisher(JointState, "~/shadow_commanded", JOINT_STATE_QOS)
-        self._publishers_owned = [self._joint_pub, self._commanded_pub, self._shadow_pub]
+        self._publishers_owned = [p for p in (self._joint_pub, self._commanded_pub, self._shadow_pub)
+                                  if p is not None]
         self._subscriptions_owned = [
             self.create_subscription(JointTrajectory, CHUNK_TOPIC, self._on_chunk, CHUNK_QOS,
                                      callback_group=inputs),
@@ -312,7 +360,8 @@ class DriverNode(LifecycleNode):
             response.success, response.message = False, "driver is not configured"
             return response
         ok, message = self.stack.reset()
-        self._read_streak = self._write_streak = 0
+        if self.core is not None:
+            self.core.clear_errors()
         self.get_logger().warning(f"reset: {message}; motion restarts from the measured pose")
         response.success, response.message = ok, message
         return response
@@ -346,9 +395,23 @@ class DriverNode(LifecycleNode):
             else:
                 log.info(line)
 
+    def _make_realtime(self) -> None:
+        priority = int(self._param("control_thread_priority"))
+        if priority > 0:
+            self._realtime = _set_fifo(priority, "control thread", self._log_later)
+
+    def make_executor_thread_realtime(self) -> bool:
+        """Call from the thread that will spin this node: SCHED_FIFO just below the control thread.
+        Threads created earlier (DDS) keep their normal priority."""
+        priority = int(self._param("control_thread_priority"))
+        if priority <= 1:
+            return False
+        return _set_fifo(priority - 1, "executor thread", lambda level, line: self.get_logger().warning(line))
+
     def _control_loop(self) -> None:
         emb = self.embodiment
         assert emb is not None
+        self._make_realtime()
         period = 1.0 / emb.tick_rate_hz
         deadline = time.perf_counter()
         last_start: float | None = None
@@ -366,6 +429,8 @@ class DriverNode(LifecycleNode):
                     self._log_later("error", f"control tick failed: {exc}\n{traceback.format_exc()}")
                 if self.stack is not None:
                     self.stack.latch_fault("internal_error", repr(exc))
+            with self._stats_lock:
+                self._tick_durations_s.append(time.perf_counter() - start)
             deadline += period
             now = time.perf_counter()
             if now - deadline > period:
@@ -376,44 +441,21 @@ class DriverNode(LifecycleNode):
             self._stop_loop.wait(max(0.0, deadline - time.perf_counter()))
 
     def _tick(self) -> None:
-        stack, emb = self.stack, self.embodiment
-        if stack is None or emb is None:
+        stack, core = self.stack, self.core
+        if stack is None or core is None:
             return
         with self._hw_lock:
-            hw = self.hardware
-            if hw is None:
+            if self.hardware is None:
                 return
-            now = self._now_s()
-            reading = None
-            try:
-                reading = hw.read()
-                self._read_streak = 0
-            except HardwareError as exc:
-                self._read_errors += 1
-                self._read_streak += 1
-                if self._read_streak == 1:
-                    self._log_later("warning", f"hardware read failed: {exc}")
-                if self._read_streak == self._error_limit:
-                    stack.latch_fault("read_error", f"{self._read_streak} reads failed in a row: {exc}")
-            result = stack.tick(now, None if reading is None else reading.positions,
-                                None if reading is None else reading.temperatures_c)
-            sent = None
-            if result.command is not None and not stack.shadow:
-                try:
-                    sent = hw.write(result.command)
-                    self._write_streak = 0
-                except HardwareError as exc:
-                    self._write_errors += 1
-                    self._write_streak += 1
-                    if self._write_streak == 1:
-                        self._log_later("warning", f"hardware write failed: {exc}")
-                    if self._write_streak == self._error_limit:
-                        detail = f"{self._write_streak} writes failed in a row: {exc}"
-                        stack.latch_fault("write_error", detail)
-                stack.record_sent(sent)
-        stamp = self.get_clock().now().to_msg()
-        if reading is not None:
-            self._joint_pub.publish(self._joint_state(stamp, reading.positions))
+            # One clock read per tick (~0.1 ms on a small PC): the measurement's stamp is the tick's time.
+            now = self.get_clock().now()
+            cycle = core.cycle(now.nanoseconds * 1e-9)
+        for level, line in cycle.events:
+            self._log_later(level, line)
+        result, sent = cycle.tick, cycle.sent
+        stamp = now.to_msg()
+        if cycle.positions is not None and self._joint_pub is not None:
+            self._joint_pub.publish(self._joint_state(stamp, cycle.positions))
         if sent is not None:
             self._commanded_pub.publish(self._joint_state(stamp, sent))
         elif result.command is not None and stack.shadow:
@@ -450,6 +492,17 @@ class DriverNode(LifecycleNode):
         return {"period_error_p50_ms": float(p50), "period_error_p99_ms": float(p99),
                 "period_error_max_ms": float(errs.max() * 1e3)}
 
+    def tick_duration_ms(self) -> dict[str, float]:
+        """How long the tick itself takes (read, stack, write, publish): the loop's own share of a period."""
+        with self._stats_lock:
+            durations = np.fromiter(self._tick_durations_s, dtype=np.float64)
+        if durations.size == 0:
+            nan = float("nan")
+            return {"tick_duration_p50_ms": nan, "tick_duration_p99_ms": nan, "tick_duration_max_ms": nan}
+        p50, p99 = np.percentile(durations, [50, 99]) * 1e3
+        return {"tick_duration_p50_ms": float(p50), "tick_duration_p99_ms": float(p99),
+                "tick_duration_max_ms": float(durations.max() * 1e3)}
+
     def _diagnostics_snapshot(self) -> tuple[int, str, dict[str, Any]]:
         stack, emb = self.stack, self.embodiment
         values: dict[str, Any] = {"lifecycle": self._lifecycle}
@@ -460,23 +513,46 @@ class DriverNode(LifecycleNode):
             return WARN, "not configured", values
         values.update(stack.snapshot())
         values.update(self.period_error_ms())
+        values.update(self.tick_duration_ms())
         values.update({
             "embodiment": emb.name,
             "backend": self.hardware.name if self.hardware is not None else "",
             "tick_rate_hz": emb.tick_rate_hz,
             "overruns": self._overruns,
+            "control_thread_realtime": self._realtime,
             "tick_exceptions": self._tick_exceptions,
-            "hardware_read_errors": self._read_errors,
-            "hardware_write_errors": self._write_errors,
+            "joint_states_published": self._publish_joint_states,
         })
+        core = self.core
+        if core is not None:
+            values.update({
+                "hardware_ready": core.hardware_ready,
+                "hardware_read_errors": core.read_errors,
+                "hardware_write_errors": core.write_errors,
+                "hardware_not_ready_ticks": core.not_ready_ticks,
+                "hardware_relaxed": core.relaxed,
+                "hardware_relaxes": core.relaxes,
+            })
         state = stack.state
         level = ERROR if state in (SafetyState.ESTOP, SafetyState.FAULT) else (
             WARN if state in (SafetyState.HOLD, SafetyState.STOPPED) else OK)
         return level, f"{state.value}: {stack.reason}", values
 
 
+def _set_fifo(priority: int, what: str, log: Any) -> bool:
+    try:
+        # pid 0: the calling thread (Linux schedules threads individually).
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return True
+    except (OSError, AttributeError) as exc:  # AttributeError: no SCHED_FIFO on this OS
+        log("warning", f"{what} stays at normal priority (SCHED_FIFO {priority} refused: {exc}); grant "
+                       "CAP_SYS_NICE or an rtprio limit (ulimit -r) for steady control ticks")
+        return False
+
+
 def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     node: DriverNode | None = None
     try:
         node = DriverNode()
@@ -487,6 +563,7 @@ def main(args: list[str] | None = None) -> None:
         # (p99 2.3 ms) with this executor.
         executor = SingleThreadedExecutor()
         executor.add_node(node)
+        node.make_executor_thread_realtime()
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         # SIGINT / SIGTERM: the normal way to stop; the finally block holds and disconnects.

@@ -544,3 +544,168 @@ def test_mock_first_order_tracking_and_faults():
         arm.write(EMB.home)
     with pytest.raises(HardwareError):
         MockArm(EMB, time_constant_s=0.0)
+
+
+# ---- safety config: fault action, temperature limit, tracking grace ----------------------------------
+
+def _with_safety(emb=EMB, **safety):
+    return emb.model_copy(update={"safety": emb.safety.model_copy(update=safety)})
+
+
+def test_safety_config_defaults_and_validation():
+    from molmoact2_ros.core.embodiment import SafetyConfig, parse_embodiment
+    from molmoact2_ros.core.errors import ConfigError
+
+    cfg = SafetyConfig()
+    assert cfg.fault_action == "hold" and cfg.max_temperature_c is None and cfg.tracking_error_grace_s == 0.25
+    data = EMB.model_dump(exclude={"source_path"})
+    data["safety"]["fault_action"] = "panic"
+    with pytest.raises(ConfigError, match=r"safety\.fault_action.*panic"):
+        parse_embodiment(data, "lab.yaml")
+
+
+def test_stack_takes_fault_action_grace_and_strictest_temperature_from_config():
+    from molmoact2_ros.core.safety import effective_max_temperature_c
+
+    emb = _with_safety(fault_action="relax", max_temperature_c=60.0, tracking_error_grace_s=0.5)
+    stack = SafetyStack(emb, max_temperature_c=70.0)
+    assert stack.fault_action == "relax" and stack.tracking_error_grace_s == 0.5
+    assert stack.max_temperature_c == 60.0  # the lower of config and backend
+    assert SafetyStack(_with_safety(max_temperature_c=80.0), max_temperature_c=70.0).max_temperature_c == 70.0
+    assert SafetyStack(emb, fault_action="hold").fault_action == "hold"  # a backend that cannot relax
+    assert effective_max_temperature_c(None, None) is None
+    with pytest.raises(ValueError, match="fault_action"):
+        SafetyStack(EMB, fault_action="explode")
+
+
+def test_config_temperature_limit_below_the_backend_faults_earlier():
+    rig = Rig(_with_safety(max_temperature_c=30.0))  # the mock reports 35 C at ambient
+    rig.submit(home_chunk(rig))
+    r = rig.tick()
+    assert r.state is SafetyState.FAULT and r.reason == "over_temperature" and r.command is None
+
+
+def test_fault_relax_returns_no_command_and_reset_restarts_from_measured():
+    rig = Rig(_with_safety(fault_action="relax"))
+    rig.submit(home_chunk(rig, velocity=0.2))
+    rig.run(5)
+    rig.stack.latch_fault("write_error", "bus down")
+    r = rig.tick()
+    assert r.state is SafetyState.FAULT and r.relax and r.command is None
+    rig.stack.reset()
+    rig.arm.set_positions(EMB.home + 0.1)
+    rig.submit(home_chunk(rig, offset=0.1))
+    r = rig.tick()
+    np.testing.assert_allclose(r.ramp_base, EMB.home + 0.1)
+
+
+def test_tracking_monitor_ignores_a_gripper_holding_an_object():
+    rig = Rig()
+    rig.arm.faults.stuck_joints = {5}  # the gripper closed on a cube: it stops short of "closed"
+    target = EMB.home.copy()
+    target[5] = 0.0
+    for i in range(int(2.0 / DT)):
+        if i % 10 == 0:
+            rig.submit(rig.chunk(np.where(np.arange(6) == 5, np.maximum(0.5 - 2.0 * (rig.t - T0), 0.0), EMB.home)))
+        rig.tick()
+    assert rig.stack.fault is None
+    assert abs(rig.arm.true_positions[5] - 0.5) < 1e-9 and rig.stack.last_command[5] < 0.1
+
+
+def test_grace_from_config_delays_the_tracking_fault():
+    def fault_time(grace: float) -> float:
+        rig = Rig(_with_safety(tracking_error_grace_s=grace))
+        rig.arm.faults.stuck_joints = {1}
+        vel = np.zeros(6)
+        vel[1] = 1.0
+        for i in range(int(2.0 / DT)):
+            if i % 10 == 0 and rig.stack.fault is None:
+                rig.submit(rig.chunk(EMB.home + vel * (rig.t - T0), vel))
+            if rig.tick().state is SafetyState.FAULT:
+                return rig.t - T0
+        raise AssertionError("no fault")
+
+    assert fault_time(0.5) - fault_time(0.1) == pytest.approx(0.4, abs=1.5 * DT)
+
+
+def test_clock_jump_forward_holds_until_a_fresh_chunk():
+    rig = Rig()
+    rig.submit(home_chunk(rig, velocity=0.3))
+    rig.run(5)
+    held = rig.stack.last_command
+    rig.t += 20.0
+    r = rig.tick()
+    assert (r.state, r.reason) == (SafetyState.HOLD, "clock_jump")
+    np.testing.assert_array_equal(r.command, held)
+    assert rig.stack.counters.clock_jumps == 1
+    rig.submit(rig.chunk(held, 0.3))
+    assert rig.tick().state is SafetyState.RUNNING
+
+
+def test_bimanual_fault_names_the_arm():
+    yam = load_embodiment("yam_bimanual")
+    stack = SafetyStack(yam)
+    assert stack.arms_of([0, 8, 9]) == ["left", "right"]
+    stack.latch_fault("over_temperature", "hot", [yam.joint_names.index("right_joint2")])
+    snap = stack.snapshot()
+    assert snap["fault_arms"] == "right" and "right arm; every arm holds" in snap["fault_detail"]
+
+
+# ---- DriverCore: one tick against the hardware -----------------------------------------------------
+
+def _core(emb=EMB, **kw):
+    from molmoact2_ros.core.safety import DriverCore
+
+    rig = Rig(emb)
+    return rig, DriverCore(rig.stack, rig.arm, **kw)
+
+
+def test_core_latches_after_error_limit_and_clears_on_reset():
+    rig, core = _core(error_limit=2)
+    rig.submit(home_chunk(rig, velocity=0.2))
+    core.cycle(rig.t)
+    rig.arm.faults.read_error = True
+    rig.t += DT
+    out = core.cycle(rig.t)
+    assert out.positions is None and out.events[0][0] == "warning" and rig.stack.fault is None
+    rig.t += DT
+    core.cycle(rig.t)
+    assert rig.stack.fault[0] == "read_error" and core.read_errors == 2
+    core.clear_errors()
+    assert core.read_streak == 0
+
+
+def test_core_relaxes_once_and_never_in_shadow_mode():
+    rig, core = _core(_with_safety(fault_action="relax"))
+    rig.submit(home_chunk(rig, velocity=0.2))
+    for _ in range(3):
+        core.cycle(rig.t)
+        rig.t += DT
+    rig.arm.faults.over_temperature = {0}
+    for _ in range(5):
+        core.cycle(rig.t)
+        rig.t += DT
+    assert rig.arm.relaxes == 1 and core.relaxes == 1 and core.relaxed
+    shadow_rig, shadow_core = _core(_with_safety(fault_action="relax"))
+    shadow_rig.stack.set_shadow(True)
+    shadow_rig.submit(home_chunk(shadow_rig))
+    shadow_core.cycle(shadow_rig.t)
+    shadow_rig.arm.faults.over_temperature = {0}
+    shadow_core.cycle(shadow_rig.t + DT)
+    assert shadow_rig.arm.relaxes == 0 and shadow_rig.arm.writes == 0
+
+
+def test_core_does_not_relax_a_robot_it_never_commanded():
+    rig, core = _core(_with_safety(fault_action="relax"))
+    rig.arm.faults.over_temperature = {0}
+    out = core.cycle(rig.t)
+    assert out.tick.state is SafetyState.FAULT and rig.arm.relaxes == 0
+
+
+def test_core_waits_for_a_backend_that_is_not_ready():
+    rig, core = _core(ready_timeout_ticks=3)
+    rig.arm.disconnect()  # the mock is ready when connected: this stands in for "no data yet"
+    rig.submit(home_chunk(rig))
+    outs = [core.cycle(rig.t + i * DT) for i in range(3)]
+    assert all(o.positions is None and o.sent is None for o in outs)
+    assert rig.stack.fault[0] == "hardware_not_ready" and core.not_ready_ticks == 3

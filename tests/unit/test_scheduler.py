@@ -260,3 +260,35 @@ def test_for_embodiment_reads_rates_and_blend():
     emb = load_embodiment("franka_droid")
     s = ChunkScheduler.for_embodiment(emb)
     assert s.tick_rate_hz == 100.0 and s.blend_ticks == 10 and s.max_steps == 8 and s.dof == 8
+
+
+def test_large_disagreement_stretches_the_blend_within_the_velocity_limit():
+    vmax = np.array([3.0, 3.0])
+    limit = vmax / RATE
+
+    def run(max_velocity) -> tuple[np.ndarray, ChunkScheduler]:
+        s = ChunkScheduler(DOF, RATE, blend_ticks=4, max_velocity=max_velocity)
+        s.accept(ramp_chunk(0.0, velocity=1.0), now_s=0.0, executing=False)
+        out = []
+        for i, t in enumerate(ticks(0.0, 30)):
+            if i == 10:  # the new plan is 0.25 ahead: a 4-tick blend would peak at 1 + 2.8 rad/s
+                s.accept(ramp_chunk(t, start=t + 0.25, velocity=1.0), now_s=t, executing=True)
+            out.append(s.target(t)[0])
+        return np.array(out), s
+
+    fixed, s_fixed = run(None)
+    stretched, s_stretched = run(vmax)
+    assert np.max(np.abs(np.diff(fixed))) > limit[0]  # 4 ticks are too short for this disagreement
+    assert np.max(np.abs(np.diff(stretched))) <= limit[0]
+    # The blend's own speed is capped at a third of the limit, on top of the plan's 1 rad/s.
+    assert np.max(np.abs(np.diff(stretched))) * RATE <= 1.0 + vmax[0] / 3 + 1e-9
+    assert s_stretched.stats.stretched_blends == 1 and s_fixed.stats.stretched_blends == 0
+    np.testing.assert_allclose(stretched[10 + 12:], fixed[10 + 12:], atol=1e-12)  # both end on the new plan
+
+
+def test_small_disagreement_keeps_the_configured_blend():
+    s = ChunkScheduler(DOF, RATE, blend_ticks=4, max_velocity=np.array([3.0, 3.0]))
+    s.accept(ramp_chunk(0.0), now_s=0.0, executing=False)
+    s.accept(ramp_chunk(0.1, start=0.1 + 0.02), now_s=0.1, executing=True)
+    assert s.stats.stretched_blends == 0
+    assert s._traj.duration_s == pytest.approx(4 / RATE)

@@ -4,6 +4,11 @@ Small on purpose, like LeRobot's robot classes: connect, read the measured joint
 get back what was actually sent, disconnect. Everything is in the embodiment's joint order and robot
 units (``core.embodiment``). Backends raise ``HardwareError`` with an actionable message; the driver
 counts failures and latches a fault in the safety stack. No rclpy here.
+
+Two optional capabilities: ``ready`` (False while a connected backend has nothing to measure yet,
+e.g. before a ROS robot's first joint states) and ``relax`` (stop holding: torque off or damping, for
+``safety.fault_action: relax``). Backends that talk to ROS topics (``ros_topic``) set
+``needs_ros_node`` and get the driver node's handle from ``make_hardware(..., ros_node=node)``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class HardwareInterface(ABC):
 
     #: registry name of the backend ("mock", "feetech", ...)
     name: str = "abstract"
+    #: constructed with ``node=<rclpy node>`` by ``make_hardware`` (the driver node's handle)
+    needs_ros_node: bool = False
 
     def __init__(self, embodiment: EmbodimentConfig):
         self.embodiment = embodiment
@@ -38,6 +45,26 @@ class HardwareInterface(ABC):
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def ready(self) -> bool:
+        """Connected and able to measure. Backends that wait for their first data override this."""
+        return self._connected
+
+    @property
+    def supports_relax(self) -> bool:
+        """Whether ``relax`` can make the robot compliant; the driver holds on faults otherwise."""
+        return False
+
+    @property
+    def state_topic(self) -> str | None:
+        """The ROS topic this backend reads joint states from, if any (the driver then does not
+        republish its measurement on that topic)."""
+        return None
+
+    def relax(self) -> None:
+        """Stop holding position (torque off / damping). Raises HardwareError where unsupported."""
+        raise HardwareError(f"{self.name} backend cannot relax; the driver holds on faults instead")
 
     @property
     def max_temperature_c(self) -> float | None:

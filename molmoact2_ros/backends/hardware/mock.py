@@ -2,6 +2,8 @@
 
 Each joint follows its command as ``dq/dt = (cmd - q) / time_constant_s`` (integrated exactly between
 calls, so the result does not depend on how often it is read). It starts at the embodiment's home pose.
+``relax()`` drops the command (motors idle: the mock stays where it is, a real arm would sag or damp)
+until the next write.
 Faults are plain attributes on ``MockArm.faults`` so a test (or a later fault-injection suite) flips
 them at any time: command latency, reading noise, stuck joints, read/write errors, over-temperature,
 slow reads/writes. The clock and sleep are injectable so tests can run it in simulated time.
@@ -69,11 +71,22 @@ class MockArm(HardwareInterface):
         self._t = clock()
         self.reads = 0
         self.writes = 0
+        self.relaxes = 0
         self.last_written: np.ndarray | None = None
 
     @property
     def max_temperature_c(self) -> float | None:
         return self._max_temp
+
+    @property
+    def supports_relax(self) -> bool:
+        return True
+
+    @property
+    def relaxed(self) -> bool:
+        """No command in effect (never commanded, or relaxed since the last write)."""
+        self._advance(self._clock())
+        return self._cmd is None and not self._queue
 
     # ---- interface --------------------------------------------------------------------------
     def connect(self) -> None:
@@ -115,6 +128,15 @@ class MockArm(HardwareInterface):
         self.writes += 1
         self.last_written = cmd.copy()
         return cmd.copy()
+
+    def relax(self) -> None:
+        self._require_connected()
+        if self.faults.write_error:
+            raise HardwareError("mock backend: injected write error (faults.write_error) while relaxing")
+        self._advance(self._clock())
+        self._cmd = None
+        self._queue.clear()
+        self.relaxes += 1
 
     # ---- test helpers ------------------------------------------------------------------------------
     @property
