@@ -39,10 +39,8 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
@@ -65,6 +63,7 @@ from molmoact2_ros.core.safety import (
 )
 from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from molmoact2_ros.nodes.qos import CHUNK_QOS, CHUNK_TOPIC, ESTOP_TOPIC, JOINT_STATE_QOS, JOINT_STATES_TOPIC
+from molmoact2_ros.nodes.runtime_env import spin_node
 
 NODE_NAME = "molmoact2_driver"
 # Backends that only simulate motion: never shadowed by default, whatever the YAML says.
@@ -551,28 +550,8 @@ def _set_fifo(priority: int, what: str, log: Any) -> bool:
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    node: DriverNode | None = None
-    try:
-        node = DriverNode()
-        # Single-threaded on purpose: the control loop has its own thread and every callback here is
-        # short. rclpy's MultiThreadedExecutor (Kilted wheels) busy-spins while a subscription has
-        # messages in flight and starved the control thread of the GIL: measured with chunks at 5 Hz
-        # from another process, 64 of 240 ticks ran (p99 period error 1.05 s) versus 241 of 240
-        # (p99 2.3 ms) with this executor.
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        node.make_executor_thread_realtime()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        # SIGINT / SIGTERM: the normal way to stop; the finally block holds and disconnects.
-        pass
-    finally:
-        if node is not None:
-            node.release()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(DriverNode, before_spin=lambda node: node.make_executor_thread_realtime(), args=args)
 
 
 if __name__ == "__main__":

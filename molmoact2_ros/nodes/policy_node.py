@@ -41,10 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Duration
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.time import Time
@@ -80,7 +78,7 @@ from molmoact2_ros.nodes.qos import (
     camera_topic,
     compressed_topic,
 )
-from molmoact2_ros.nodes.runtime_env import apply_local_ros_defaults
+from molmoact2_ros.nodes.runtime_env import spin_node
 
 NODE_NAME = "molmoact2_policy"
 DTYPES = ("fp32", "bf16")
@@ -812,23 +810,7 @@ class PolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    apply_local_ros_defaults()
-    rclpy.init(args=args)
-    node: PolicyNode | None = None
-    try:
-        node = PolicyNode()
-        # One executor thread: inference has its own thread and callbacks are short. The wheels'
-        # MultiThreadedExecutor busy-waits under streaming subscriptions and starves other threads.
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.release()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(PolicyNode, args=args)
 
 
 if __name__ == "__main__":
