@@ -24,6 +24,8 @@ ARGS = {
     "with_perception": ("true", "start the perception node"),
     "with_policy": ("true", "start the policy node (false on a robot PC whose policy runs elsewhere)"),
     "with_driver": ("true", "start the driver node (false on a GPU host)"),
+    "dds_profile": ("local_large_data", "Fast DDS profile from config/dds ('' = none); ignored when the "
+                    "environment already sets FASTDDS_DEFAULT_PROFILES_FILE or FASTDDS_BUILTIN_TRANSPORTS"),
 }
 
 
@@ -32,12 +34,14 @@ def _nodes(context):
     opts = BringupOptions(
         embodiment=v["embodiment"], backend=v["backend"], camera_source=v["camera_source"],
         checkpoint=v["checkpoint"], device=v["device"], dtype=v["dtype"], instruction=v["instruction"],
-        shadow_mode=v["shadow_mode"], torch_num_threads=int(v["torch_num_threads"]), with_perception=v["with_perception"] == "true",
-        with_policy=v["with_policy"] == "true", with_driver=v["with_driver"] == "true",
+        shadow_mode=v["shadow_mode"], torch_num_threads=int(v["torch_num_threads"]),
+        with_perception=v["with_perception"] == "true", with_policy=v["with_policy"] == "true",
+        with_driver=v["with_driver"] == "true",
+        dds_profile=v["dds_profile"],
     )
     return [
         Node(package=PACKAGE, executable=spec.executable, name=spec.name, parameters=[spec.parameters],
-             output="screen", emulate_tty=True)
+             additional_env=spec.env, output="screen", emulate_tty=True)
         for spec in describe(opts)
     ]
 

@@ -50,7 +50,8 @@ class ProcessGroup:
             cmd = [sys.executable, "-u", "-c", f"from {spec.module} import main; main()",
                    "--ros-args", "-r", f"__node:={spec.name}", "--params-file", str(params_path)]
             log = open(log_path, "w")  # noqa: SIM115 - handed to the child; closed when it exits
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+            # The description's per-node environment (the DDS profile); what the group sets explicitly wins.
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**spec.env, **self.env},
                                     start_new_session=True)
             log.close()
             self.nodes.append(RunningNode(spec, proc, log_path))

@@ -23,6 +23,13 @@ find_python() {
   exit 1
 }
 
+# System libraries: pyrealsense2 loads Debian's libusb-1.0-0 (its tests skip without it).
+if command -v dpkg-query >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && \
+   ! dpkg-query -W -f='${Status}' libusb-1.0-0 2>/dev/null | grep -q "ok installed"; then
+  echo "[setup] apt-get install libusb-1.0-0"
+  { apt-get update -qq && apt-get install -y -qq libusb-1.0-0; } >/dev/null 2>&1 || echo "[setup] libusb-1.0-0 not installed: RealSense tests will be skipped" >&2
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   PY=$(find_python)
   echo "[setup] creating $VENV with $PY"

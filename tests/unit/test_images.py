@@ -13,13 +13,18 @@ from molmoact2_ros.core import images
 from molmoact2_ros.core.errors import ObservationError
 from molmoact2_ros.core.images import (
     BGR8,
+    DEPTH16,
     JPEG_FORMAT,
     RGB8,
     decode_jpeg,
     encode_jpeg,
+    fill_depth_image,
     fill_image,
+    frame_exposure_problem,
+    frame_signature,
     image_data,
     image_fields,
+    image_from_cdr,
     image_from_compressed_fields,
     image_from_msg,
     image_from_msg_fields,
@@ -177,3 +182,68 @@ def test_pinhole_intrinsics():
     assert fields["distortion_model"] == "plumb_bob" and fields["d"] == [0.0] * 5
     with pytest.raises(ValueError):
         pinhole_intrinsics(0, 480)
+
+
+def test_fill_depth_image():
+    depth = np.arange(12 * 10, dtype=np.uint16).reshape(10, 12) * 37
+    msg = fill_depth_image(_msg(), depth)
+    assert (msg.height, msg.width, msg.encoding, msg.step, msg.is_bigendian) == (10, 12, DEPTH16, 24, 0)
+    np.testing.assert_array_equal(np.frombuffer(msg.data, "<u2").reshape(10, 12), depth)
+    np.testing.assert_array_equal(np.frombuffer(fill_depth_image(_msg(), depth[:, ::2]).data, "<u2").reshape(10, 6),
+                                  depth[:, ::2])
+    with pytest.raises(ObservationError, match="uint16"):
+        fill_depth_image(_msg(), depth.astype(np.float32))
+
+
+def test_exposure_checks():
+    assert frame_exposure_problem(_frame(480, 640)) is None  # noise: a picture
+    assert frame_exposure_problem(decode_jpeg(encode_jpeg(_smooth(), 80))) is None  # smooth gradient
+    black = np.zeros((480, 640, 3), np.uint8)
+    assert frame_exposure_problem(black).startswith("blank (black")
+    grey = np.full((48, 64, 3), 128, np.uint8)
+    grey[0, 0] = 131  # a few stray pixels are still no picture
+    assert frame_exposure_problem(grey).startswith("blank (uniform")
+    white = np.full((48, 64, 3), 255, np.uint8)
+    white[::7, ::5] = 0  # lots of detail, but almost everything blown out
+    assert frame_exposure_problem(white).startswith("saturated")
+    red_wall = np.zeros((48, 64, 3), np.uint8)
+    red_wall[..., 0] = 255  # one channel at full scale is a colour, not overexposure
+    red_wall[24:, :, 1] = 200
+    assert frame_exposure_problem(red_wall) is None
+
+
+def test_frame_signature_tells_repeats_from_new_frames():
+    f = _frame(480, 640)
+    sig = frame_signature(f)
+    assert sig.shape == (60, 80, 3) and not np.shares_memory(sig, f)
+    assert np.array_equal(sig, frame_signature(f.copy()))
+    g = f.copy()
+    g[8, 16] ^= 1  # one grey level on one sampled pixel: a live sensor's noise
+    assert not np.array_equal(sig, frame_signature(g))
+
+
+@pytest.mark.parametrize(("frame_id", "encoding", "pad"), [("front_optical_frame", RGB8, 0), ("w", BGR8, 0),
+                                                         ("", RGB8, 5)])
+def test_image_from_cdr_matches_rclpy_serialization(frame_id, encoding, pad):
+    pytest.importorskip("rclpy")
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Image
+
+    f = _frame(48, 64, seed=5)
+    rows = (f[..., ::-1] if encoding == BGR8 else f).reshape(48, 64 * 3)
+    padded = np.zeros((48, 64 * 3 + pad), np.uint8)
+    padded[:, :64 * 3] = rows
+    msg = Image(height=48, width=64, encoding=encoding, step=64 * 3 + pad)
+    msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = 1700000123, 456789, frame_id
+    msg.data.frombytes(padded.tobytes())
+    cdr = serialize_message(msg)
+    out = image_from_cdr(cdr)
+    assert (out.stamp_sec, out.stamp_nanosec, out.frame_id) == (1700000123, 456789, frame_id)
+    assert out.stamp_s == pytest.approx(1700000123.000456789)
+    np.testing.assert_array_equal(out.image, f)
+    if encoding == RGB8 and pad == 0:
+        assert np.shares_memory(out.image, np.frombuffer(cdr, np.uint8))  # a view, no copy
+    with pytest.raises(ObservationError, match="ends early"):
+        image_from_cdr(cdr[: len(cdr) // 2], what="/cameras/front/image_raw")
+    with pytest.raises(ObservationError, match="not CDR"):
+        image_from_cdr(b"\x07\x07garbage!")

@@ -9,6 +9,12 @@ and match frames across a transport.
 
 Cheap by construction: the background is rendered once; each frame is one copy of it plus the square
 and the barcode (~0.1 ms at 640×480).
+
+Fault injection for tests speaks the same interface a failing camera would: ``fail_next`` (reads
+raise CameraReadError), ``drop_next`` (frames silently skipped: a gap in ``Frame.sequence``),
+``freeze`` (the same pixels over and over, as a hung driver delivers), ``unplug``/``plug`` (reads fail
+and ``open`` raises CameraOpenError until plugged back) and ``pattern`` ``blank``/``saturated`` (what a
+capped lens or a blown-out exposure delivers, for the node's preflight).
 """
 
 from __future__ import annotations
@@ -18,11 +24,18 @@ import zlib
 
 import numpy as np
 
-from molmoact2_ros.backends.cameras.base import CameraReadError, CameraSource, Frame
+from molmoact2_ros.backends.cameras.base import (
+    CameraOpenError,
+    CameraOptions,
+    CameraReadError,
+    CameraSource,
+    Frame,
+)
 from molmoact2_ros.core.embodiment import CameraConfig
 
 BARCODE_BLOCK = 8  # pixels per barcode bit, each side
 BARCODE_MAX_BITS = 32
+PATTERNS = ("moving", "blank", "saturated")
 
 
 def barcode_bits(width: int, height: int) -> int:
@@ -52,14 +65,21 @@ class SyntheticCamera(CameraSource):
 
     paced = False  # renders instantly; the node paces it at config.fps
 
-    def __init__(self, config: CameraConfig, seed: int | None = None, start_index: int = 0):
-        super().__init__(config)
+    def __init__(self, config: CameraConfig, seed: int | None = None, start_index: int = 0,
+                 options: CameraOptions | None = None):
+        super().__init__(config, options)
         # crc32, not hash(): Python salts str hashes per process, and the pattern must match across runs.
         self.seed = zlib.crc32(config.name.encode()) if seed is None else int(seed)
         self._rng = np.random.default_rng(self.seed)
         self._next_index = int(start_index)
         self._is_open = False
         self._fail_next = 0
+        self._drop_next = 0
+        self._frozen: np.ndarray | None = None
+        self._freeze_requested = False
+        self._unplugged = False
+        self.pattern = "moving"
+        self.opens = 0
         h, w = config.height, config.width
         self._side = max(2, min(h, w) // 6)
         self._square_colour = self._rng.integers(40, 256, size=3).astype(np.uint8)
@@ -79,7 +99,10 @@ class SyntheticCamera(CameraSource):
         return self._next_index
 
     def open(self) -> None:
+        if self._unplugged:
+            raise CameraOpenError(f"camera {self.name!r} (synthetic): not connected (unplugged by a test)")
         self._is_open = True
+        self.opens += 1
 
     def close(self) -> None:
         self._is_open = False
@@ -87,13 +110,23 @@ class SyntheticCamera(CameraSource):
     def read(self) -> Frame:
         if not self._is_open:
             raise CameraReadError(f"camera {self.name!r} (synthetic) is not open: call open() first")
+        if self._unplugged:
+            raise CameraReadError(f"camera {self.name!r} (synthetic): device disconnected")
         if self._fail_next > 0:
             self._fail_next -= 1
             self._next_index += 1  # the frame is lost, as with a real camera
             raise CameraReadError(f"camera {self.name!r} (synthetic): injected read failure")
-        frame = self.render(self._next_index)
+        if self._drop_next > 0:
+            self._next_index += self._drop_next  # lost upstream: only the sequence shows it
+            self._drop_next = 0
+        index = self._next_index
         self._next_index += 1
-        return Frame(frame, None)
+        if self._freeze_requested:
+            if self._frozen is None:
+                self._frozen = self.render(index)
+            # A hung driver hands out the same buffer: same pixels, and (as many do) no new counter.
+            return Frame(self._frozen.copy(), None)
+        return Frame(self.render(index), None, sequence=index)
 
     # ---- test hooks ----------------------------------------------------------------------------
     def fail_next(self, count: int = 1) -> None:
@@ -101,6 +134,31 @@ class SyntheticCamera(CameraSource):
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
         self._fail_next = int(count)
+
+    def drop_next(self, count: int = 1) -> None:
+        """Skip ``count`` frames before the next read, as frames lost on the USB bus would be."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        self._drop_next = int(count)
+
+    def freeze(self, frozen: bool = True) -> None:
+        """Deliver the same image on every read until ``freeze(False)`` (a hung driver)."""
+        self._freeze_requested = bool(frozen)
+        if not frozen:
+            self._frozen = None
+
+    def unplug(self) -> None:
+        """Reads fail and open() raises CameraOpenError until :meth:`plug`."""
+        self._unplugged = True
+
+    def plug(self) -> None:
+        self._unplugged = False
+
+    def set_pattern(self, pattern: str) -> None:
+        """``moving`` (default), ``blank`` (uniform black) or ``saturated`` (uniform white)."""
+        if pattern not in PATTERNS:
+            raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
+        self.pattern = pattern
 
     # ---- rendering -----------------------------------------------------------------------------
     def square_position(self, index: int) -> tuple[int, int]:
@@ -113,6 +171,9 @@ class SyntheticCamera(CameraSource):
 
     def render(self, index: int) -> np.ndarray:
         """Frame ``index`` as a new H×W×3 uint8 RGB array (a pure function of index and seed)."""
+        if self.pattern != "moving":
+            value = 0 if self.pattern == "blank" else 255
+            return np.full((self.config.height, self.config.width, 3), value, np.uint8)
         frame = self._background.copy()
         r, c = self.square_position(index)
         frame[r:r + self._side, c:c + self._side] = self._square_colour
