@@ -61,6 +61,7 @@ from molmoact2_ros.core.safety import (
     SafetyState,
     infer_rate_hz,
 )
+from molmoact2_ros.nodes.deferred_log import DeferredLog
 from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from molmoact2_ros.nodes.qos import CHUNK_QOS, CHUNK_TOPIC, ESTOP_TOPIC, JOINT_STATE_QOS, JOINT_STATES_TOPIC
 from molmoact2_ros.nodes.runtime_env import spin_node
@@ -69,7 +70,6 @@ NODE_NAME = "molmoact2_driver"
 # Backends that only simulate motion: never shadowed by default, whatever the YAML says.
 SIMULATED_BACKENDS = ("mock", "mujoco")
 PERIOD_ERROR_WINDOW = 3000  # default ticks kept for the period-error percentiles (100 s at 30 Hz)
-LOG_DRAIN_PERIOD_S = 0.1  # the control thread's log lines reach the ROS log within this
 # CPython hands the GIL to a waiting thread after this long (default 5 ms): a control tick that wakes
 # while the executor thread runs a callback would wait that long. 0.5 ms keeps the wait under a tick.
 GIL_SWITCH_INTERVAL_S = 0.0005
@@ -126,7 +126,6 @@ class DriverNode(LifecycleNode):
         self._tick_exceptions = 0
         self._realtime = False
         self._last_state: SafetyState | None = None
-        self._log_queue: deque[tuple[str, str]] = deque(maxlen=1000)
         self._error_limit = int(self._param("hardware_error_limit"))
         self._configure_error = ""
         self._lifecycle = "unconfigured"
@@ -134,7 +133,8 @@ class DriverNode(LifecycleNode):
             self, self._diagnostics_snapshot, period_s=self._param("diagnostics_period_s"),
             hardware_id=NODE_NAME,
         )
-        self._log_timer = self.create_timer(LOG_DRAIN_PERIOD_S, self._drain_log_queue)
+        # Hot threads (control loop / inference) log through this, never the rclpy logger directly.
+        self._log_later = DeferredLog(self).later
         if self._param("autostart") and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
 
@@ -376,24 +376,7 @@ class DriverNode(LifecycleNode):
         return response
 
     # ---- control loop (own thread) --------------------------------------------------------------
-    # The loop never calls the rclpy logger: it inspects the caller's frame and resolves file paths,
-    # dozens of GIL hand-offs that stalled ticks by 0.3-1.4 s while the executor was busy. Lines go
-    # into a queue that an executor timer drains.
-    def _log_later(self, level: str, line: str) -> None:
-        self._log_queue.append((level, line))
-
-    def _drain_log_queue(self) -> None:
-        # One call site per severity: rclpy refuses a severity change at a call site it has seen.
-        log = self.get_logger()
-        while self._log_queue:
-            level, line = self._log_queue.popleft()
-            if level == "error":
-                log.error(line)
-            elif level == "warning":
-                log.warning(line)
-            else:
-                log.info(line)
-
+    # The loop never calls the rclpy logger directly: see nodes/deferred_log.py.
     def _make_realtime(self) -> None:
         priority = int(self._param("control_thread_priority"))
         if priority > 0:

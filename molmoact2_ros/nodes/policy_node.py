@@ -65,6 +65,7 @@ from molmoact2_ros.core.observation import (
     bytes_fingerprint,
     frame_fingerprint,
 )
+from molmoact2_ros.nodes.deferred_log import DeferredLog
 from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from molmoact2_ros.nodes.qos import (
     CAMERA_QOS,
@@ -88,7 +89,6 @@ IMAGE_TRANSPORTS = ("raw", "compressed")
 # joint states must show on /diagnostics even when nothing is being published at all.
 HEALTH_CHECK_PERIOD_S = 0.05
 LATENCY_WINDOW = 500  # inferences kept for the latency percentiles and the rate
-LOG_DRAIN_PERIOD_S = 0.1
 # Per-inference metric topics: reliable so a plotter sees every call, a few deep for bursts.
 METRIC_QOS_DEPTH = 10
 # Parameters that take effect while running (the others at the next configure).
@@ -281,7 +281,6 @@ class PolicyNode(LifecycleNode):
         self._input_problems: tuple[InputProblem, ...] = ()
         self._input_level = OK
         self._last_error = ""
-        self._log_queue: deque[tuple[str, str]] = deque(maxlen=1000)
         self._subs: list[Any] = []
         self._pubs: list[Any] = []
         self._chunk_pub: Any = None
@@ -291,7 +290,8 @@ class PolicyNode(LifecycleNode):
         self._latency_pub: Any = None
         self._diag = DiagnosticsPublisher(self, self._snapshot, period_s=float(self._param("diagnostics_period_s")),
                                           hardware_id=NODE_NAME)
-        self._log_timer = self.create_timer(LOG_DRAIN_PERIOD_S, self._drain_log_queue)
+        # Hot threads (control loop / inference) log through this, never the rclpy logger directly.
+        self._log_later = DeferredLog(self).later
         self.create_service(Trigger, "~/reset", self._on_reset)
         # Tunable while running; cached because the inference thread reads them on every loop.
         self._max_rate_hz = float(self._param("max_inference_rate_hz"))
@@ -620,23 +620,7 @@ class PolicyNode(LifecycleNode):
             self._depth.reset(reason)
 
     # ---- inference thread --------------------------------------------------------------------
-    # Never calls the rclpy logger (it inspects frames and stalls under GIL contention, see driver_node):
-    # lines go through a queue that an executor timer drains.
-    def _log_later(self, level: str, line: str) -> None:
-        self._log_queue.append((level, line))
-
-    def _drain_log_queue(self) -> None:
-        log = self.get_logger()
-        while self._log_queue:
-            level, line = self._log_queue.popleft()
-            # One call site per severity: rclpy refuses a severity change at a call site it has seen.
-            if level == "error":
-                log.error(line)
-            elif level == "warning":
-                log.warning(line)
-            else:
-                log.info(line)
-
+    # Never calls the rclpy logger directly: see nodes/deferred_log.py.
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
