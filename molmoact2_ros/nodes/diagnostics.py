@@ -5,9 +5,10 @@ Values are rendered with ``str`` so numbers stay parseable (the demo summary rea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
@@ -54,3 +55,14 @@ def _fmt(v: Any) -> str:
 
 def status_values(status: DiagnosticStatus) -> dict[str, str]:
     return {kv.key: kv.value for kv in status.values}
+
+
+def percentiles_ms(name: str, samples: Iterable[float], to_ms: float = 1.0) -> dict[str, float]:
+    """``{name}_p50_ms``, ``{name}_p99_ms`` and ``{name}_max_ms`` of ``samples`` (times ``to_ms`` to get
+    milliseconds); NaN while there are no samples yet, so a reader can tell "none" from "zero"."""
+    arr = np.fromiter(samples, dtype=np.float64) * to_ms
+    if arr.size == 0:
+        nan = float("nan")
+        return {f"{name}_p50_ms": nan, f"{name}_p99_ms": nan, f"{name}_max_ms": nan}
+    p50, p99 = np.percentile(arr, [50, 99])
+    return {f"{name}_p50_ms": float(p50), f"{name}_p99_ms": float(p99), f"{name}_max_ms": float(arr.max())}

@@ -62,7 +62,7 @@ from molmoact2_ros.core.safety import (
     infer_rate_hz,
 )
 from molmoact2_ros.nodes.deferred_log import DeferredLog
-from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
+from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, percentiles_ms
 from molmoact2_ros.nodes.qos import CHUNK_QOS, CHUNK_TOPIC, ESTOP_TOPIC, JOINT_STATE_QOS, JOINT_STATES_TOPIC
 from molmoact2_ros.nodes.runtime_env import spin_node
 
@@ -466,24 +466,14 @@ class DriverNode(LifecycleNode):
     # ---- diagnostics ----------------------------------------------------------------------------
     def period_error_ms(self) -> dict[str, float]:
         with self._stats_lock:
-            errs = np.fromiter(self._period_errors_s, dtype=np.float64)
-        if errs.size == 0:
-            nan = float("nan")
-            return {"period_error_p50_ms": nan, "period_error_p99_ms": nan, "period_error_max_ms": nan}
-        p50, p99 = np.percentile(errs, [50, 99]) * 1e3
-        return {"period_error_p50_ms": float(p50), "period_error_p99_ms": float(p99),
-                "period_error_max_ms": float(errs.max() * 1e3)}
+            errs = list(self._period_errors_s)
+        return percentiles_ms("period_error", errs, to_ms=1e3)
 
     def tick_duration_ms(self) -> dict[str, float]:
         """How long the tick itself takes (read, stack, write, publish): the loop's own share of a period."""
         with self._stats_lock:
-            durations = np.fromiter(self._tick_durations_s, dtype=np.float64)
-        if durations.size == 0:
-            nan = float("nan")
-            return {"tick_duration_p50_ms": nan, "tick_duration_p99_ms": nan, "tick_duration_max_ms": nan}
-        p50, p99 = np.percentile(durations, [50, 99]) * 1e3
-        return {"tick_duration_p50_ms": float(p50), "tick_duration_p99_ms": float(p99),
-                "tick_duration_max_ms": float(durations.max() * 1e3)}
+            durations = list(self._tick_durations_s)
+        return percentiles_ms("tick_duration", durations, to_ms=1e3)
 
     def _diagnostics_snapshot(self) -> tuple[int, str, dict[str, Any]]:
         stack, emb = self.stack, self.embodiment

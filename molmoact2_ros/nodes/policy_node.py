@@ -66,7 +66,7 @@ from molmoact2_ros.core.observation import (
     frame_fingerprint,
 )
 from molmoact2_ros.nodes.deferred_log import DeferredLog
-from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
+from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, percentiles_ms
 from molmoact2_ros.nodes.qos import (
     CAMERA_QOS,
     CHUNK_QOS,
@@ -230,11 +230,8 @@ class _Stats:
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             values: dict[str, Any] = dict(self.counters)
-            for name, window in (("inference_latency", self.latency_ms), ("cycle_latency", self.cycle_ms)):
-                arr = np.fromiter(window, dtype=np.float64) if window else np.full(1, np.nan)
-                p50, p99 = np.percentile(arr, [50, 99])
-                values.update({f"{name}_p50_ms": float(p50), f"{name}_p99_ms": float(p99),
-                               f"{name}_max_ms": float(np.max(arr))})
+            values.update(percentiles_ms("inference_latency", self.latency_ms))
+            values.update(percentiles_ms("cycle_latency", self.cycle_ms))
             done = list(self.done_at)
             values["inference_rate_hz"] = (
                 (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0)
