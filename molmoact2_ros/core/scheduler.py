@@ -163,6 +163,20 @@ class SpliceInfo:
 
 
 @dataclass
+class Placement:
+    """A chunk placed in time by ``ChunkScheduler.plan``, not spliced yet."""
+
+    trajectory: _ChunkTrajectory
+    stamp_s: float
+    now_s: float
+    info: SpliceInfo
+
+    def position(self, t: float) -> np.ndarray:
+        """The new chunk's own position at ``t`` (before any blend)."""
+        return self.trajectory.position(t)
+
+
+@dataclass
 class SchedulerStats:
     chunks_accepted: int = 0
     chunks_executed: int = 0  # chunks whose steps drove at least one tick
@@ -224,6 +238,13 @@ class ChunkScheduler:
     def last_stamp_s(self) -> float | None:
         return self._last_stamp_s
 
+    def plan_end(self) -> tuple[np.ndarray, float] | None:
+        """The newest chunk's last step and its time: where the plan stops if no chunk follows it."""
+        newest = self._newest
+        if newest is None:
+            return None
+        return newest.positions[-1].copy(), newest.end_s
+
     def is_exhausted(self, now_s: float) -> bool:
         """True when the newest chunk has no step left for ``now_s`` (the scheduler is starving)."""
         return self._newest is not None and now_s > self._newest.end_s
@@ -239,15 +260,24 @@ class ChunkScheduler:
 
     # ---- commands ---------------------------------------------------------------------------
     def accept(self, chunk: ActionChunk, now_s: float, executing: bool) -> SpliceInfo:
-        """Splice ``chunk`` in at ``now_s`` (the current tick).
+        """Splice ``chunk`` in at ``now_s`` (the current tick): ``commit(plan(...))``."""
+        return self.commit(self.plan(chunk, now_s, executing))
+
+    def plan(self, chunk: ActionChunk, now_s: float, executing: bool) -> Placement:
+        """Where ``chunk`` would go if spliced at ``now_s``, without changing anything (see ``commit``).
 
         ``executing`` says whether the robot was following this scheduler up to now; False (start,
         e-stop reset, watchdog hold) forces a re-anchor at now. Raises ChunkRejected with reason
-        ``out_of_order`` (stamp not newer than the current chunk's) or ``expired`` (every step of a
-        time-indexed chunk is already in the past).
+        ``shape``, ``non_finite``, ``out_of_order`` (stamp not newer than the current chunk's) or
+        ``expired`` (every step of a time-indexed chunk is already in the past).
         """
-        if chunk.positions.ndim != 2 or chunk.positions.shape[1] != self.dof or chunk.steps == 0:
-            raise ChunkRejected("shape", f"positions {chunk.positions.shape} are not (steps > 0, {self.dof})")
+        positions = np.asarray(chunk.positions)
+        if positions.ndim != 2 or positions.shape[1] != self.dof or chunk.steps == 0:
+            raise ChunkRejected("shape", f"positions {positions.shape} are not (steps > 0, {self.dof})")
+        # The scheduler's arithmetic (tangents, blends) assumes finite numbers and times.
+        if not (np.all(np.isfinite(positions)) and math.isfinite(chunk.stamp_s) and math.isfinite(now_s)
+                and math.isfinite(chunk.rate_hz) and chunk.rate_hz > 0):
+            raise ChunkRejected("non_finite", "positions, stamp and rate must be finite numbers")
         if self._last_stamp_s is not None and chunk.stamp_s <= self._last_stamp_s:
             self.stats.out_of_order += 1
             raise ChunkRejected(
@@ -278,29 +308,32 @@ class ChunkScheduler:
             )
         elapsed_steps = (now_s - anchor) * new.rate_hz
         skipped = max(0, math.ceil(elapsed_steps - 1e-9)) if elapsed_steps > 1e-9 else 0
+        info = SpliceInfo(latency_s=latency, anchor_s=anchor, held_s=held, mode=mode, skipped_steps=skipped,
+                          blended=self._traj is not None and self.blend_ticks > 0)
+        return Placement(new, chunk.stamp_s, now_s, info)
 
-        blended = False
+    def commit(self, placement: Placement) -> SpliceInfo:
+        """Splice a ``plan`` in: blend out of the current trajectory, make it the newest chunk."""
+        new, now_s, info = placement.trajectory, placement.now_s, placement.info
         if self._traj is not None and self.blend_ticks > 0:
             old = self._traj
             if isinstance(old, _Blend) and old.depth() >= MAX_BLEND_DEPTH:
                 old = _collapse_deepest(old)
             duration = self._blend_duration_for(old.position(now_s) - new.position(now_s))
             self._traj = _Blend(old, new, now_s, duration)
-            blended = True
         else:
             self._traj = new
         self._newest = new
-        self._last_stamp_s = chunk.stamp_s
+        self._last_stamp_s = placement.stamp_s
         self._extend_motion(now_s, new.end_s)
 
         st = self.stats
         st.chunks_accepted += 1
-        st.last_latency_s = latency
-        st.last_skipped_steps = skipped
-        st.last_anchor_mode = mode
-        st.last_held_s = held
-        return SpliceInfo(latency_s=latency, anchor_s=anchor, held_s=held, mode=mode,
-                          skipped_steps=skipped, blended=blended)
+        st.last_latency_s = info.latency_s
+        st.last_skipped_steps = info.skipped_steps
+        st.last_anchor_mode = info.mode
+        st.last_held_s = info.held_s
+        return info
 
     def target(self, now_s: float) -> np.ndarray | None:
         """The joint target for ``now_s`` (robot space), or None before the first chunk."""
@@ -345,7 +378,13 @@ class ChunkScheduler:
             return base
         with np.errstate(divide="ignore", invalid="ignore"):
             needed = SMOOTHSTEP_PEAK_SLOPE * np.abs(disagreement) / (BLEND_VELOCITY_FRACTION * self.max_velocity)
-        needed_s = float(np.max(np.where(np.isfinite(needed), needed, 0.0))) if needed.size else 0.0
+        # A joint without a velocity limit (0) or a non-finite disagreement asks for the longest blend.
+        needed = np.where(np.isfinite(needed), needed, np.inf)
+        needed_s = float(np.max(needed)) if needed.size else 0.0
+        if needed_s >= MAX_BLEND_FACTOR * base:
+            if base > 0:
+                self.stats.stretched_blends += 1
+            return MAX_BLEND_FACTOR * base
         # Whole ticks, so a stretched blend ends on a tick as the configured one does.
         ticks = math.ceil(needed_s * self.tick_rate_hz - 1e-9)
         if ticks <= self.blend_ticks:

@@ -20,10 +20,13 @@ clamp -> rate limit -> startup guard), write; then it publishes ``/joint_states`
 written). All the logic is in ``core.safety`` / ``core.scheduler``; this module translates messages
 and owns threads and ROS entities.
 
-Safety inputs: ``~/estop`` (Trigger) and ``/estop`` (Bool, true trips) latch the e-stop; ``~/reset``
-clears an e-stop or fault, after which motion restarts from the measured pose through the startup
-guard; ``~/enable`` (SetBool) leaves (true) or re-enters (false) shadow mode, the default for every
-backend but mock/mujoco. Faults hold or relax per ``safety.fault_action`` (hold where the backend
+Safety inputs: ``~/estop`` (Trigger) and ``/estop`` (Bool, true trips; any publisher reliability) latch
+the e-stop; ``~/reset`` clears an e-stop or fault once the arm has braked to a stop, after which motion
+restarts from the measured pose through the startup guard; ``~/enable`` (SetBool) leaves (true) or
+re-enters (false) shadow mode, the default for every backend but mock/mujoco. These four live on a small
+companion node (``<name>_safety``) with an executor thread of its own, so an e-stop never waits behind a
+large chunk being deserialised on the main executor; the services keep the driver's names
+(``/molmoact2_driver/estop``, ...). Faults hold or relax per ``safety.fault_action`` (hold where the backend
 cannot relax). A backend that reads the robot's own ``/joint_states`` (``ros_topic``) gets this node's
 handle, and the driver then leaves ``/joint_states`` to the robot instead of republishing it.
 """
@@ -41,8 +44,11 @@ from typing import Any
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
@@ -50,17 +56,11 @@ from trajectory_msgs.msg import JointTrajectory
 
 from molmoact2_ros.backends.hardware import HardwareInterface, make_hardware
 from molmoact2_ros.core.chunk import ActionChunk
+from molmoact2_ros.core.chunk_validation import REJECT_EMPTY, REJECT_NO_STAMP, REJECT_SHAPE, infer_rate_hz
+from molmoact2_ros.core.driver_core import DriverCore
 from molmoact2_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from molmoact2_ros.core.errors import ChunkRejected, ConfigError, HardwareError
-from molmoact2_ros.core.safety import (
-    REJECT_EMPTY,
-    REJECT_NO_STAMP,
-    REJECT_SHAPE,
-    DriverCore,
-    SafetyStack,
-    SafetyState,
-    infer_rate_hz,
-)
+from molmoact2_ros.core.safety import SafetyStack, SafetyState
 from molmoact2_ros.nodes.deferred_log import DeferredLog
 from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, percentiles_ms
 from molmoact2_ros.nodes.qos import CHUNK_QOS, CHUNK_TOPIC, ESTOP_TOPIC, JOINT_STATE_QOS, JOINT_STATES_TOPIC
@@ -74,6 +74,13 @@ PERIOD_ERROR_WINDOW = 3000  # default ticks kept for the period-error percentile
 # while the executor thread runs a callback would wait that long. 0.5 ms keeps the wait under a tick.
 GIL_SWITCH_INTERVAL_S = 0.0005
 DEFAULT_CONTROL_THREAD_PRIORITY = 50  # ros2_control's default real-time priority for its update loop
+# /estop: best effort matches every publisher (a reliable subscription would not hear a best-effort
+# button node); depth 10 so a burst is not lost behind itself.
+ESTOP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.BEST_EFFORT,
+                       durability=DurabilityPolicy.VOLATILE)
+# At shutdown the loop keeps running until the arm has braked to a stop, at most this long past the
+# slowest joint's own stopping time.
+SHUTDOWN_BRAKE_MARGIN_S = 0.5
 
 
 def trajectory_to_chunk(msg: JointTrajectory, default_rate_hz: float) -> ActionChunk:
@@ -115,6 +122,9 @@ class DriverNode(LifecycleNode):
         self._publishers_owned: list[Any] = []
         self._subscriptions_owned: list[Any] = []
         self._services_owned: list[Any] = []
+        self._safety_node: Node | None = None
+        self._safety_executor: SingleThreadedExecutor | None = None
+        self._safety_thread: threading.Thread | None = None
         self._loop_thread: threading.Thread | None = None
         self._stop_loop = threading.Event()
         self._hw_lock = threading.Lock()  # hardware calls from the loop vs. release at shutdown
@@ -198,7 +208,7 @@ class DriverNode(LifecycleNode):
             fault_action = "hold"
         self.embodiment, self.hardware = emb, hw
         self.stack = SafetyStack(emb, max_temperature_c=hw.max_temperature_c, fault_action=fault_action,
-                                 shadow=shadow)
+                                 shadow=shadow, heartbeat=hw.needs_heartbeat)
         self.core = DriverCore(
             self.stack, hw, error_limit=self._error_limit,
             ready_timeout_ticks=max(1, round(self._param("hardware_ready_timeout_s") * emb.tick_rate_hz)))
@@ -209,6 +219,7 @@ class DriverNode(LifecycleNode):
         self._create_entities()
         self._lifecycle = "inactive"
         shadow_note = ", SHADOW MODE (writes nothing; ~/enable true to move)" if shadow else ""
+        shadow_note += ", heartbeat every tick" if hw.needs_heartbeat else ""
         log.info(
             f"configured {emb.name} ({emb.dof} joints, {emb.tick_rate_hz:g} Hz ticks, chunk steps at "
             f"{emb.control_rate_hz:g} Hz) on backend {backend!r}, faults {fault_action}{shadow_note}"
@@ -256,9 +267,18 @@ class DriverNode(LifecycleNode):
         self._lifecycle = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
+    @property
+    def startup_failure(self) -> str | None:
+        """Why autostart did not reach ``active`` (None: it did, or autostart is off). ``spin_node`` exits
+        non-zero with it, so a launcher never reports a driver as started that is not running."""
+        if not self._param("autostart") or self._lifecycle == "active":
+            return None
+        return self._configure_error or f"autostart left the driver {self._lifecycle}"
+
     def release(self) -> None:
-        """Stop the control loop, write one last hold command, disconnect. Idempotent; works after the
-        ROS context is shut down (SIGINT/SIGTERM), so ``main`` can always call it."""
+        """Brake to a stop, stop the control loop, write one last hold command, disconnect. Idempotent;
+        works after the ROS context is shut down (SIGINT/SIGTERM), so ``main`` can always call it."""
+        self._brake_before_stopping()
         self._stop_loop.set()
         if self._loop_thread is not None and self._loop_thread is not threading.current_thread():
             self._loop_thread.join(timeout=2.0)
@@ -283,6 +303,20 @@ class DriverNode(LifecycleNode):
                 self._log_at_exit(f"disconnect failed: {exc}", error=True)
             self.hardware = None
 
+    def _brake_before_stopping(self) -> None:
+        """A moving arm is braked to a stop by the still-running control loop before the loop ends: the last
+        command written must not be a moving one."""
+        stack, thread = self.stack, self._loop_thread
+        if stack is None or thread is None or not thread.is_alive() or thread is threading.current_thread():
+            return
+        stack.disable()
+        if stack.standing_still:
+            return
+        stopping_s = float(np.max(stack.velocity / stack.max_acceleration, initial=0.0))
+        deadline = time.monotonic() + abs(stopping_s) + SHUTDOWN_BRAKE_MARGIN_S
+        while not stack.standing_still and time.monotonic() < deadline and thread.is_alive():
+            time.sleep(1.0 / max(self.embodiment.tick_rate_hz if self.embodiment else 100.0, 1.0))
+
     def _log_at_exit(self, line: str, error: bool = False) -> None:
         # After SIGINT/SIGTERM the context is already shut down and /rosout cannot take the line.
         if not self.context.ok():
@@ -295,7 +329,6 @@ class DriverNode(LifecycleNode):
     # ---- ROS entities -------------------------------------------------------------------------
     def _create_entities(self) -> None:
         inputs = MutuallyExclusiveCallbackGroup()
-        services = MutuallyExclusiveCallbackGroup()
         self._joint_pub = (self.create_publisher(JointState, JOINT_STATES_TOPIC, JOINT_STATE_QOS)
                            if self._publish_joint_states else None)
         self._commanded_pub = self.create_publisher(JointState, "~/commanded", JOINT_STATE_QOS)
@@ -305,16 +338,50 @@ class DriverNode(LifecycleNode):
         self._subscriptions_owned = [
             self.create_subscription(JointTrajectory, CHUNK_TOPIC, self._on_chunk, CHUNK_QOS,
                                      callback_group=inputs),
-            # Reliable, depth 10: an e-stop message must not be dropped.
-            self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop_topic, 10, callback_group=inputs),
         ]
-        self._services_owned = [
-            self.create_service(Trigger, "~/estop", self._on_estop_srv, callback_group=services),
-            self.create_service(Trigger, "~/reset", self._on_reset_srv, callback_group=services),
-            self.create_service(SetBool, "~/enable", self._on_enable_srv, callback_group=services),
-        ]
+        self._start_safety_inputs()
+
+    def _start_safety_inputs(self) -> None:
+        """/estop and the e-stop, reset and enable services on a companion node with its own executor thread:
+        the main executor may be busy for a long time deserialising a large chunk, an e-stop must not wait.
+
+        The companion ignores the process's global ROS arguments: ``-r __node:=...`` would rename it to the
+        driver's own name. Service names are the driver's (``<driver>/estop``, ...)."""
+        base = self.get_fully_qualified_name()
+        node = Node(f"{self.get_name()}_safety", namespace=self.get_namespace(), context=self.context,
+                    use_global_arguments=False, start_parameter_services=False)
+        node.create_subscription(Bool, ESTOP_TOPIC, self._on_estop_topic, ESTOP_QOS)
+        node.create_service(Trigger, f"{base}/estop", self._on_estop_srv)
+        node.create_service(Trigger, f"{base}/reset", self._on_reset_srv)
+        node.create_service(SetBool, f"{base}/enable", self._on_enable_srv)
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(node)
+        self._safety_node, self._safety_executor = node, executor
+        self._safety_thread = threading.Thread(target=self._spin_safety_inputs, args=(executor,),
+                                               name="driver_safety_inputs", daemon=True)
+        self._safety_thread.start()
+
+    @staticmethod
+    def _spin_safety_inputs(executor: SingleThreadedExecutor) -> None:
+        try:
+            executor.spin()
+        except (ExternalShutdownException, KeyboardInterrupt):
+            pass  # the context is shutting down with the process
+        except RuntimeError:
+            pass  # a take racing the context's shutdown; the main executor reports real failures
+
+    def _stop_safety_inputs(self) -> None:
+        executor, node, thread = self._safety_executor, self._safety_node, self._safety_thread
+        self._safety_executor, self._safety_node, self._safety_thread = None, None, None
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2.0)
+        if node is not None:
+            node.destroy_node()
 
     def _destroy_entities(self) -> None:
+        self._stop_safety_inputs()
         for srv in self._services_owned:
             self.destroy_service(srv)
         for sub in self._subscriptions_owned:
@@ -359,6 +426,10 @@ class DriverNode(LifecycleNode):
             response.success, response.message = False, "driver is not configured"
             return response
         ok, message = self.stack.reset()
+        if not ok:
+            self.get_logger().warning(f"reset refused: {message}")
+            response.success, response.message = ok, message
+            return response
         if self.core is not None:
             self.core.clear_errors()
         self.get_logger().warning(f"reset: {message}; motion restarts from the measured pose")
@@ -371,7 +442,8 @@ class DriverNode(LifecycleNode):
             return response
         self.stack.set_shadow(not request.data)
         response.success = True
-        response.message = "writing to hardware" if request.data else "shadow mode: computing, not writing"
+        response.message = ("writing to hardware" if request.data
+                            else "shadow mode: braking to a stop, then computing without writing")
         self.get_logger().warning(response.message)
         return response
 
@@ -440,7 +512,7 @@ class DriverNode(LifecycleNode):
             self._joint_pub.publish(self._joint_state(stamp, cycle.positions))
         if sent is not None:
             self._commanded_pub.publish(self._joint_state(stamp, sent))
-        elif result.command is not None and stack.shadow:
+        elif result.command is not None and result.shadow:
             self._shadow_pub.publish(self._joint_state(stamp, result.command))
         if result.state != self._last_state:
             previous = self._last_state.value if self._last_state else "-"

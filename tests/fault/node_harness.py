@@ -29,7 +29,10 @@ from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from molmoact2_ros.core.command_audit import CommandAuditor
+from molmoact2_ros.core.driver_core import CycleResult
 from molmoact2_ros.core.embodiment import EmbodimentConfig, load_embodiment, resolve_embodiment_path
+from molmoact2_ros.core.safety import SafetyState
 from molmoact2_ros.nodes.diagnostics import status_values
 from molmoact2_ros.nodes.driver_node import DriverNode
 from molmoact2_ros.nodes.qos import (
@@ -87,8 +90,10 @@ class PolicyStandIn:
     def reference(self, t: float) -> np.ndarray:
         emb = self.emb
         direction = np.where(emb.upper - emb.home >= emb.home - emb.lower, 1.0, -1.0)
+        # At most a fifth of each joint's range: a Franka finger width spans 0.08 m, not radians.
+        amplitude = np.minimum(self.amplitude, 0.2 * (emb.upper - emb.lower))
         assert self._t0 is not None
-        return emb.home + direction * self.amplitude * (1.0 - np.cos(2 * np.pi * self.frequency_hz * (t - self._t0)))
+        return emb.home + direction * amplitude * (1.0 - np.cos(2 * np.pi * self.frequency_hz * (t - self._t0)))
 
     def chunk_now(self) -> JointTrajectory:
         now_ns = self.h.driver.get_clock().now().nanoseconds
@@ -132,11 +137,18 @@ class DriverHarness:
         rclpy.init(context=self.ctx)
         overrides = [Parameter("diagnostics_period_s", value=0.05), Parameter("embodiment", value=str(embodiment))]
         overrides += [Parameter(k, value=v) for k, v in params.items()]
+        # Configured and activated here rather than by autostart, so that the recorder sees every tick the
+        # control thread runs, from the first: close() audits every write of the whole test.
+        overrides.append(Parameter("autostart", value=False))
         self.driver = DriverNode(context=self.ctx, parameter_overrides=overrides)
+        self.driver.trigger_configure()
+        self.ticks = TickRecorder(self.driver)
+        self.driver.trigger_activate()
         self.probe = Node("fault_test_probe", context=self.ctx)
         self._lock = threading.Lock()
         self.joint_states: list[np.ndarray] = []
         self.commanded: list[np.ndarray] = []
+        self.commanded_stamps: list[float] = []  # header stamps (ROS time of the tick that wrote it)
         self.diag: dict[str, str] = {}
         self.diag_level = -1
         self.states_seen: list[str] = []
@@ -163,6 +175,7 @@ class DriverHarness:
     def _on_cmd(self, msg: JointState) -> None:
         with self._lock:
             self.commanded.append(np.asarray(msg.position))
+            self.commanded_stamps.append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -200,6 +213,40 @@ class DriverHarness:
         with self._lock:
             return np.array(self.commanded[n:]).reshape(-1, self.emb.dof)
 
+    def stamped_since(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            return np.array(self.commanded_stamps[n:]), np.array(self.commanded[n:]).reshape(-1, self.emb.dof)
+
+    def assert_controlled_stop(self, since_mono: float, *, then_holds: bool = True) -> list[np.ndarray]:
+        """The writes after monotonic time ``since_mono`` in a stopping state: at least one, and with
+        ``then_holds`` ending standing still on the same command (that each is a controlled stop within the
+        acceleration limit is what ``audit_writes`` checks, for every write)."""
+        stopping = [cycle.sent for (_, _, cycle) in self.ticks.since(since_mono)
+                    if cycle.sent is not None and not is_following(cycle)]
+        assert stopping, "no stopping writes"
+        if then_holds:
+            assert len(stopping) >= 2 and np.array_equal(stopping[-1], stopping[-2]), "still moving at the end"
+        return stopping
+
+    def audit_writes(self) -> list[str]:
+        """Every write the driver made, checked by ``CommandAuditor``: envelope, speed, acceleration, and a
+        controlled stop in every state that does not follow a plan; nothing to a relaxed arm."""
+        audit = CommandAuditor(self.emb)
+        relaxed = False
+        for _, now_s, cycle in self.ticks.since(0.0):
+            res = cycle.tick
+            if cycle.sent is not None:
+                if res.ramp_base is not None:
+                    relaxed = False
+                if relaxed:
+                    audit.counts.violations.append(f"wrote {cycle.sent} to a relaxed arm at {now_s}")
+                audit.observe(now_s, cycle.sent, restart_from=res.ramp_base, stopping=not is_following(cycle),
+                              context=f"{res.state.value} {res.reason}")
+            elif res.relax or res.shadow:
+                audit.forget()
+            relaxed = relaxed or res.relax
+        return audit.counts.violations
+
     def d(self, key: str) -> str:
         with self._lock:
             return self.diag.get(key, "")
@@ -226,3 +273,35 @@ class DriverHarness:
         self.driver.destroy_node()
         self.probe.destroy_node()
         rclpy.try_shutdown(context=self.ctx)
+        bad = self.audit_writes()
+        assert not bad, f"{len(bad)} unsafe writes, first: {bad[:3]}"
+
+
+def is_following(cycle: CycleResult) -> bool:
+    res = cycle.tick
+    return res.state is SafetyState.RUNNING or (res.state is SafetyState.HOLD and res.reason == "starved")
+
+
+class TickRecorder:
+    """Wraps the driver's ``DriverCore.cycle`` (the control thread's call) to keep every tick: monotonic time,
+    the ROS time it ran at, and its ``CycleResult``. Records only; the driver runs unchanged."""
+
+    def __init__(self, driver: DriverNode):
+        core = driver.core
+        self.lock = threading.Lock()
+        self.ticks: list[tuple[float, float, CycleResult]] = []
+        if core is None:  # configure failed: nothing will tick
+            return
+        orig = core.cycle
+
+        def recording(now_s: float) -> CycleResult:
+            out = orig(now_s)
+            with self.lock:
+                self.ticks.append((time.monotonic(), now_s, out))
+            return out
+
+        core.cycle = recording  # type: ignore[method-assign]
+
+    def since(self, mono: float) -> list[tuple[float, float, CycleResult]]:
+        with self.lock:
+            return [x for x in self.ticks if x[0] >= mono]

@@ -58,9 +58,10 @@ def test_policy_stops():
 
 def test_policy_crashes_and_restarts_after_slow_warmup():
     """The policy process dies mid-motion and comes back 1 s later with a 0.9 s warm-up inference:
-    hold while it is gone; its first chunk is re-anchored at arrival and skips no step. It aims where
-    the task is now, far from where the robot held: the blend and the rate limit make that a ramp."""
-    rig, policy = started_rig(closed_loop=False)
+    brake to a hold while it is gone; its first chunk is re-anchored at arrival and skips no step. It
+    starts from the observation taken when the policy came back, which need not be where the arm came to
+    rest: the blend and the shaper make the difference a smooth start, not a jump."""
+    rig, policy = started_rig()
     rig.stack.count_unparsed("shape")  # the half-written message it died on
     policy.active = False
     rig.run(1.0)
@@ -72,13 +73,10 @@ def test_policy_crashes_and_restarts_after_slow_warmup():
     stats = rig.stack.scheduler.stats
     assert stats.last_anchor_mode == "reanchored" and stats.last_skipped_steps == 0
     assert stats.last_latency_s == pytest.approx(0.9, abs=rig.dt)
-    # Resuming starts from the held command: no jump, however far the new plan is.
-    limited = rig.stack.counters.rate_limit_events
+    # Resuming starts from the held command: no jump (the auditor checks speed and acceleration too).
     resumed = rig.sent_since(rig.t - rig.dt)[0]
     assert np.all(np.abs(resumed - held) <= rig.step_limit + 1e-9)
-    assert np.max(np.abs(policy.published[0].positions[0] - held)) > 3 * np.max(rig.step_limit)
     rig.run(0.5, policy)
-    assert rig.stack.counters.rate_limit_events > limited
     assert rig.stack.counters.faults == 0 and rig.stack.snapshot()["rejected_shape"] == 1
     assert ("HOLD", "watchdog") in rig.transitions() and rig.transitions()[-1] == ("RUNNING", "following")
 
@@ -137,7 +135,11 @@ def test_slow_first_inference_skips_nothing():
     chunk = policy.published[0]
     sent = rig.sent_since(T0)
     assert len(sent) == 30
-    np.testing.assert_allclose(sent, chunk.positions, atol=1e-9)  # steps 0..29, in order, none skipped
+    # Steps 0..29, in order, none skipped: from step 0, and once the arm has accelerated from rest to the
+    # chunk's speed (a few ticks, within the acceleration limit) exactly the chunk's own steps.
+    assert np.max(np.abs(sent[0] - chunk.positions[0])) < np.max(rig.step_limit)
+    # The chunk ends at speed: the last few commands brake to stop on its last step instead of overshooting.
+    np.testing.assert_allclose(sent[10:-6], chunk.positions[10:-6], atol=1e-9)
     assert rig.stack.scheduler.stats.last_skipped_steps == 0
 
 
@@ -193,10 +195,10 @@ def test_malformed_chunk_is_rejected_and_changes_nothing(kind):
 def test_chunk_outside_the_envelope_is_clamped():
     rig = FaultRig()
     start = rig.emb.home.copy()
-    start[5] = 0.9  # gripper near its upper limit, driven to 1.4
+    start[5] = 0.95  # gripper near its upper limit, driven to 1.095 (within the margin: clamped, not garbage)
     rig.arm.set_positions(start)
     vel = np.zeros(rig.emb.dof)
-    vel[5] = 1.0
+    vel[5] = 0.15
     rig.submit(rig.chunk(start, vel))
     rig.run(1.0)
     assert rig.stack.counters.clamp_events > 0
@@ -306,9 +308,9 @@ def test_stuck_joint_latches_tracking_fault_and_holds():
     assert rig.stack.fault is not None and rig.stack.fault[0] == "tracking_error"
     assert "shoulder_lift" in rig.stack.fault[1]
     fault = rig.first_tick(FAULT)
-    held = rig.sent_since(fault.t)
-    assert np.all(held == held[0])
-    assert rig.stack.counters.tracking_error_max > rig.emb.safety.max_tracking_error
+    held = rig.sent_since(fault.t)  # a controlled stop (audited), then the same command
+    assert len(held) > 10 and np.all(held[-5:] == held[-1])
+    assert rig.stack.counters.tracking_error_max > rig.emb.max_tracking_error[1]
 
 
 def test_over_temperature_latches_fault_and_holds():

@@ -5,10 +5,14 @@ get back what was actually sent, disconnect. Everything is in the embodiment's j
 units (``core.embodiment``). Backends raise ``HardwareError`` with an actionable message; the driver
 counts failures and latches a fault in the safety stack. No rclpy here.
 
-Two optional capabilities: ``ready`` (False while a connected backend has nothing to measure yet,
-e.g. before a ROS robot's first joint states) and ``relax`` (stop holding: torque off or damping, for
-``safety.fault_action: relax``). Backends that talk to ROS topics (``ros_topic``) set
-``needs_ros_node`` and get the driver node's handle from ``make_hardware(..., ros_node=node)``.
+Three optional capabilities: ``ready`` (False while a connected backend has nothing to measure yet,
+e.g. before a ROS robot's first joint states), ``relax`` (stop holding: torque off or damping, for
+``safety.fault_action: relax``) and ``needs_heartbeat`` (the motors fall into damping without a command
+every few hundred ms, like YAM's DM motors: the driver then commands the measured or last commanded pose
+every tick even while idle or holding). A backend returns what it measures as it comes; malformed or
+non-finite values are judged by the safety stack, the same for every backend. Backends that talk to ROS
+topics (``ros_topic``) set ``needs_ros_node`` and get the driver node's handle from
+``make_hardware(..., ros_node=node)``.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from molmoact2_ros.core.errors import HardwareError
 
 @dataclass
 class HardwareReading:
-    """One measurement: positions (dof,) in robot units; per-joint temperatures where reported."""
+    """One measurement: positions (dof,) in robot units; per-joint velocities (robot units / s) and
+    temperatures where the hardware reports them."""
 
     positions: np.ndarray
     temperatures_c: np.ndarray | None = None
+    velocities: np.ndarray | None = None
 
 
 class HardwareInterface(ABC):
@@ -54,6 +60,11 @@ class HardwareInterface(ABC):
     @property
     def supports_relax(self) -> bool:
         """Whether ``relax`` can make the robot compliant; the driver holds on faults otherwise."""
+        return False
+
+    @property
+    def needs_heartbeat(self) -> bool:
+        """Whether the motors need a command every tick even when nothing moves (damping otherwise)."""
         return False
 
     @property

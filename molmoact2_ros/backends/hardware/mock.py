@@ -3,7 +3,8 @@
 Each joint follows its command as ``dq/dt = (cmd - q) / time_constant_s`` (integrated exactly between
 calls, so the result does not depend on how often it is read). It starts at the embodiment's home pose.
 ``relax()`` drops the command (motors idle: the mock stays where it is, a real arm would sag or damp)
-until the next write.
+until the next write. With ``command_timeout_s`` it behaves like YAM's DM motors: without a write for that
+long the motors fall into damping (the command is dropped, ``timeouts`` counts it), so it needs a heartbeat.
 Faults are plain attributes on ``MockArm.faults`` so a test (or a later fault-injection suite) flips
 them at any time: command latency, reading noise, stuck joints, read/write errors, over-temperature,
 slow reads/writes. The clock and sleep are injectable so tests can run it in simulated time.
@@ -38,6 +39,10 @@ class MockFaults:
     stuck_joints: set[int] = field(default_factory=set)  # joint indices that stop moving
     read_error: bool = False  # read() raises HardwareError
     write_error: bool = False  # write() raises HardwareError
+    read_exception: BaseException | None = None  # read() raises this (a library's own type: OSError, ...)
+    write_exception: BaseException | None = None  # write() raises this
+    nan_joints: set[int] = field(default_factory=set)  # joint indices whose reading is NaN
+    bad_temperature: float | None = None  # every reported temperature is this (e.g. nan, inf)
     connect_error: bool = False  # connect() raises HardwareError
     over_temperature: set[int] = field(default_factory=set)  # joint indices that report too hot
     read_delay_s: float = 0.0  # read() blocks this long
@@ -50,7 +55,7 @@ class MockArm(HardwareInterface):
     name = "mock"
 
     def __init__(self, embodiment: EmbodimentConfig, *, time_constant_s: float | None = None,
-                 max_temperature_c: float | None = None, seed: int = 0,
+                 max_temperature_c: float | None = None, command_timeout_s: float | None = None, seed: int = 0,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         super().__init__(embodiment)
         params = embodiment.hardware.params_for("mock")
@@ -61,6 +66,11 @@ class MockArm(HardwareInterface):
         self.time_constant_s = tau
         self._max_temp = float(max_temperature_c if max_temperature_c is not None
                                else params.get("max_temperature_c", DEFAULT_MAX_TEMPERATURE_C))
+        timeout = command_timeout_s if command_timeout_s is not None else params.get("command_timeout_s")
+        if timeout is not None and not (float(timeout) > 0 and math.isfinite(float(timeout))):
+            raise HardwareError(f"mock backend: command_timeout_s must be positive seconds, not {timeout}")
+        self.command_timeout_s = None if timeout is None else float(timeout)
+        self.timeouts = 0  # times the motors fell into damping for want of a command
         self.faults = MockFaults()
         self._clock = clock
         self._sleep = sleep
@@ -69,6 +79,7 @@ class MockArm(HardwareInterface):
         self._cmd: np.ndarray | None = None  # the command in effect (None: never commanded, motors idle)
         self._queue: deque[tuple[float, np.ndarray]] = deque()  # (effective time, command)
         self._t = clock()
+        self._last_write_t: float | None = None
         self.reads = 0
         self.writes = 0
         self.relaxes = 0
@@ -81,6 +92,10 @@ class MockArm(HardwareInterface):
     @property
     def supports_relax(self) -> bool:
         return True
+
+    @property
+    def needs_heartbeat(self) -> bool:
+        return self.command_timeout_s is not None
 
     @property
     def relaxed(self) -> bool:
@@ -104,14 +119,20 @@ class MockArm(HardwareInterface):
             self._sleep(self.faults.read_delay_s)
         if self.faults.read_error:
             raise HardwareError("mock backend: injected read error (faults.read_error)")
+        if self.faults.read_exception is not None:
+            raise self.faults.read_exception
         self._advance(self._clock())
         self.reads += 1
         q = self._q.copy()
         if self.faults.noise_std > 0:
             q = q + self._rng.normal(0.0, self.faults.noise_std, size=q.shape)
+        for j in self.faults.nan_joints:
+            q[j] = np.nan
         temps = np.full(self.embodiment.dof, AMBIENT_TEMPERATURE_C)
         for j in self.faults.over_temperature:
             temps[j] = OVER_TEMPERATURE_C
+        if self.faults.bad_temperature is not None:
+            temps[:] = self.faults.bad_temperature
         return HardwareReading(positions=q, temperatures_c=temps)
 
     def write(self, positions: np.ndarray) -> np.ndarray:
@@ -121,8 +142,11 @@ class MockArm(HardwareInterface):
             self._sleep(self.faults.write_delay_s)
         if self.faults.write_error:
             raise HardwareError("mock backend: injected write error (faults.write_error)")
+        if self.faults.write_exception is not None:
+            raise self.faults.write_exception
         now = self._clock()
         self._advance(now)
+        self._last_write_t = now
         self._queue.append((now + self.faults.latency_s, cmd.copy()))
         self._advance(now)  # zero latency: in effect from now on
         self.writes += 1
@@ -158,6 +182,13 @@ class MockArm(HardwareInterface):
             t_eff, cmd = self._queue.popleft()
             self._integrate(t_eff)
             self._cmd = cmd
+        timeout = self.command_timeout_s
+        if (timeout is not None and self._cmd is not None and self._last_write_t is not None
+                and now - self._last_write_t > timeout):
+            self._integrate(self._last_write_t + timeout)
+            self._cmd = None  # DM firmware: no command for too long, the motors fall into damping
+            self._queue.clear()
+            self.timeouts += 1
         self._integrate(now)
 
     def _integrate(self, t: float) -> None:
