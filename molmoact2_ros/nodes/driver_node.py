@@ -131,6 +131,7 @@ class DriverNode(LifecycleNode):
         self._stats_lock = threading.Lock()
         window = int(self._param("period_error_window_ticks"))
         self._period_errors_s: deque[float] = deque(maxlen=window)
+        self._lateness_s: deque[float] = deque(maxlen=window)  # tick start - its deadline
         self._tick_durations_s: deque[float] = deque(maxlen=window)
         self._overruns = 0
         self._tick_exceptions = 0
@@ -471,8 +472,11 @@ class DriverNode(LifecycleNode):
         last_start: float | None = None
         while not self._stop_loop.is_set():
             start = time.perf_counter()
-            if last_start is not None:
-                with self._stats_lock:
+            with self._stats_lock:
+                # Lateness against the tick's own deadline: what a motor waiting for its command sees (a
+                # period error can be small while every tick is equally late).
+                self._lateness_s.append(max(0.0, start - deadline))
+                if last_start is not None:
                     self._period_errors_s.append(abs(start - last_start - period))
             last_start = start
             try:
@@ -541,6 +545,12 @@ class DriverNode(LifecycleNode):
             errs = list(self._period_errors_s)
         return percentiles_ms("period_error", errs, to_ms=1e3)
 
+    def tick_lateness_ms(self) -> dict[str, float]:
+        """How late each tick started after its deadline."""
+        with self._stats_lock:
+            lateness = list(self._lateness_s)
+        return percentiles_ms("tick_lateness", lateness, to_ms=1e3)
+
     def tick_duration_ms(self) -> dict[str, float]:
         """How long the tick itself takes (read, stack, write, publish): the loop's own share of a period."""
         with self._stats_lock:
@@ -557,6 +567,7 @@ class DriverNode(LifecycleNode):
             return WARN, "not configured", values
         values.update(stack.snapshot())
         values.update(self.period_error_ms())
+        values.update(self.tick_lateness_ms())
         values.update(self.tick_duration_ms())
         values.update({
             "embodiment": emb.name,
