@@ -18,20 +18,6 @@ pytestmark = pytest.mark.ros
 SHORT_WATCHDOG = {"watchdog_hold_timeout_s": 0.3, "watchdog_stop_timeout_s": 0.8}
 
 
-@pytest.fixture
-def harness_factory():
-    made: list[DriverHarness] = []
-
-    def make(embodiment="so101", **params) -> DriverHarness:
-        h = DriverHarness(embodiment, **params)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
-
-
 def _step_limit(h: DriverHarness) -> np.ndarray:
     return h.emb.max_velocity / h.emb.tick_rate_hz
 

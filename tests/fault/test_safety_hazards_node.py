@@ -26,20 +26,6 @@ from molmoact2_ros.nodes.driver_node import DriverNode
 pytestmark = pytest.mark.ros
 
 
-@pytest.fixture
-def make():
-    made: list[DriverHarness] = []
-
-    def factory(embodiment="so101", **params) -> DriverHarness:
-        h = DriverHarness(embodiment, **params)
-        made.append(h)
-        return h
-
-    yield factory
-    for h in made:
-        h.close()
-
-
 def _running(h: DriverHarness, **policy) -> PolicyStandIn:
     h.ready()
     stand_in = PolicyStandIn(h, **policy).start()
@@ -55,8 +41,8 @@ def _ticks_pass(h: DriverHarness, n: int) -> None:
 
 # ---- 1. huge finite values ---------------------------------------------------------------------
 
-def test_node_huge_finite_chunk_is_rejected_and_the_loop_keeps_running(make):
-    h = make()
+def test_node_huge_finite_chunk_is_rejected_and_the_loop_keeps_running(harness_factory):
+    h = harness_factory()
     _running(h)
     huge = np.tile(h.latest(), (30, 1))
     huge[:, 2] = 1e307
@@ -70,8 +56,8 @@ def test_node_huge_finite_chunk_is_rejected_and_the_loop_keeps_running(make):
 # ---- 2. foreign backend exceptions ---------------------------------------------------------------
 
 @pytest.mark.parametrize("exc", [OSError(5, "Input/output error"), ValueError("bad frame")])
-def test_node_foreign_read_exception_latches_read_error_and_brakes(make, exc):
-    h = make()
+def test_node_foreign_read_exception_latches_read_error_and_brakes(harness_factory, exc):
+    h = harness_factory()
     _running(h)
     failing = time.monotonic()
     h.driver.hardware.faults.read_exception = exc
@@ -83,8 +69,8 @@ def test_node_foreign_read_exception_latches_read_error_and_brakes(make, exc):
 
 # ---- 3. NaN measurements ---------------------------------------------------------------------------
 
-def test_node_nan_measurement_is_a_fault_and_nothing_non_finite_is_written(make):
-    h = make()
+def test_node_nan_measurement_is_a_fault_and_nothing_non_finite_is_written(harness_factory):
+    h = harness_factory()
     _running(h)
     n, broke = h.n_commanded(), time.monotonic()
     h.driver.hardware.faults.nan_joints = {1}
@@ -98,8 +84,8 @@ def test_node_nan_measurement_is_a_fault_and_nothing_non_finite_is_written(make)
 
 # ---- 4. relax then e-stop ---------------------------------------------------------------------------
 
-def test_node_estop_after_relax_writes_nothing(make, tmp_path):
-    h = make(embodiment_file(tmp_path, "so101", fault_action="relax"))
+def test_node_estop_after_relax_writes_nothing(harness_factory, tmp_path):
+    h = harness_factory(embodiment_file(tmp_path, "so101", fault_action="relax"))
     _running(h)
     h.driver.hardware.faults.over_temperature = {3}
     h.wait_for(lambda: h.d("hardware_relaxed") == "True", what="relaxed")
@@ -114,8 +100,8 @@ def test_node_estop_after_relax_writes_nothing(make, tmp_path):
 
 # ---- 5. shadow mode ---------------------------------------------------------------------------------
 
-def test_node_leaving_shadow_starts_from_the_measured_pose_entering_it_brakes_first(make):
-    h = make(shadow_mode=True)
+def test_node_leaving_shadow_starts_from_the_measured_pose_entering_it_brakes_first(harness_factory):
+    h = harness_factory(shadow_mode=True)
     _running(h, amplitude=0.3)
     assert h.n_commanded() == 0 and h.driver.hardware.writes == 0  # shadow: computed, never written
     q = h.latest()
@@ -135,8 +121,8 @@ def test_node_leaving_shadow_starts_from_the_measured_pose_entering_it_brakes_fi
 
 # ---- 6. heartbeat for motors that time out ------------------------------------------------------------
 
-def test_node_idle_dm_motors_get_their_heartbeat_before_the_first_chunk_and_after_reset(make):
-    h = make("yam_bimanual")
+def test_node_idle_dm_motors_get_their_heartbeat_before_the_first_chunk_and_after_reset(harness_factory):
+    h = harness_factory("yam_bimanual")
     h.ready()
     mock = h.driver.hardware
     assert mock.needs_heartbeat and h.d("heartbeat") == "True"
@@ -152,8 +138,8 @@ def test_node_idle_dm_motors_get_their_heartbeat_before_the_first_chunk_and_afte
 # ---- 7. controlled stops --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("how", ["estop_service", "deactivate_by_shadow", "policy_gone"])
-def test_node_stops_from_speed_within_the_acceleration_limit(make, tmp_path, how):
-    h = make(embodiment_file(tmp_path, "so101", watchdog_hold_timeout_s=0.3, watchdog_stop_timeout_s=0.8))
+def test_node_stops_from_speed_within_the_acceleration_limit(harness_factory, tmp_path, how):
+    h = harness_factory(embodiment_file(tmp_path, "so101", watchdog_hold_timeout_s=0.3, watchdog_stop_timeout_s=0.8))
     policy = _running(h, amplitude=0.4, frequency_hz=0.9)
     h.wait_for(lambda: float(h.d("speed_fraction_last") or 0) > 0.2, what="moving at a fifth of the limit")
     stopping = time.monotonic()
@@ -170,8 +156,8 @@ def test_node_stops_from_speed_within_the_acceleration_limit(make, tmp_path, how
 
 # ---- 8. entry into a new chunk ----------------------------------------------------------------------------
 
-def test_node_chunk_far_from_the_current_command_is_rejected(make):
-    h = make()
+def test_node_chunk_far_from_the_current_command_is_rejected(harness_factory):
+    h = harness_factory()
     _running(h)
     far = np.tile(h.latest() + np.array([0.0, 0.0, 0.45, 0.0, 0.0, 0.0]), (30, 1))
     h.chunk_pub.publish(trajectory(h.emb, far, h.driver.get_clock().now().nanoseconds))
@@ -208,11 +194,11 @@ def test_node_unsafe_config_fails_configure_with_its_reason(tmp_path, section, f
 
 @pytest.mark.parametrize("embodiment", ["so101", "so100", "yam_bimanual", "franka_droid"])
 @pytest.mark.parametrize(("reliability", "flood_steps"), [("best_effort", 0), ("reliable", 0), ("best_effort", 2000)])
-def test_node_estop_topic_is_honoured_at_every_tick_rate(make, embodiment, reliability, flood_steps,
+def test_node_estop_topic_is_honoured_at_every_tick_rate(harness_factory, embodiment, reliability, flood_steps,
                                                          record_property):
     """Any publisher reliability, at every embodiment's tick rate, and while ~130 KB chunks keep the main
     executor busy: the e-stop latches, the arm brakes to a stop, and the latency is recorded."""
-    h = make(embodiment)
+    h = harness_factory(embodiment)
     result = measure_estop(h, reliability=reliability, flood_steps=flood_steps)
     record_property("estop_reaction_ms", round(result.reaction_s * 1e3, 2))
     record_property("estop_stopped_ms", round(result.stopped_s * 1e3, 2))
