@@ -209,3 +209,17 @@ def test_node_estop_topic_is_honoured_at_every_tick_rate(harness_factory, embodi
     h.estop_pub.publish(Bool(data=False))
     _ticks_pass(h, 5)
     assert h.driver.stack.estop_reason is not None
+
+
+# ---- shutdown (SIGINT / SIGTERM in main) ---------------------------------------------------------------
+
+def test_node_release_brakes_to_a_stop_before_the_loop_ends(harness_factory):
+    h = harness_factory()
+    _running(h, amplitude=0.4, frequency_hz=0.9)
+    h.wait_for(lambda: float(h.d("speed_fraction_last") or 0) > 0.2, what="moving at a fifth of the limit")
+    releasing = time.monotonic()
+    mock, stack = h.driver.hardware, h.driver.stack
+    h.driver.release()  # what spin_node calls after Ctrl-C; the harness audits every write at close
+    assert stack is not None and stack.standing_still and not mock.connected
+    h.assert_controlled_stop(releasing)
+    np.testing.assert_array_equal(mock.last_written, stack.last_command)  # the final hold is the stopped pose
