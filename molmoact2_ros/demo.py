@@ -2,17 +2,27 @@
 
 Perception (synthetic cameras) -> policy (real MolmoAct2 code, tiny checkpoint built on first use)
 -> driver (mock arm, scheduler + safety stack). A monitor node in this process publishes the
-instruction, listens to /diagnostics, and the run fails (exit 1) unless a chunk was executed.
+instruction and listens to /diagnostics, to the measured ``/joint_states`` and to what the driver wrote
+(``/molmoact2_driver/commanded``, stamped like the ``/joint_states`` of the same tick). From those it
+reports each joint's travel and the largest tracking error, and checks every commanded value itself
+against the embodiment's limits: inside [lower, upper], and per tick no farther than
+``max_velocity_per_s / tick_rate_hz`` from the one before (a "safety violation" otherwise).
+
+The run fails (exit 1) if the loop did not close (no chunk executed), if the driver faulted or was
+e-stopped, if any commanded value violated the limits, or if nothing moved.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from molmoact2_ros.bringup import BringupOptions, describe
 from molmoact2_ros.core.embodiment import EmbodimentConfig, load_embodiment
@@ -21,6 +31,13 @@ from molmoact2_ros.nodes.runtime_env import apply_local_ros_defaults, private_do
 from molmoact2_ros.process_runner import ProcessGroup
 
 POLICY, DRIVER, PERCEPTION = "molmoact2_policy", "molmoact2_driver", "molmoact2_perception"
+COMMANDED_TOPIC = f"/{DRIVER}/commanded"
+# A joint moved if it travelled more than this fraction of its range during the run.
+MIN_TRAVEL_FRACTION = 0.02
+# Slack on the monitor's limit checks: float rounding in the driver, not a tolerance for motion.
+LIMIT_EPS = 1e-6
+# The monitor keeps this many samples per topic while its thread is busy, so none is overwritten.
+MONITOR_HISTORY = 500
 
 
 @dataclass
@@ -37,6 +54,98 @@ class DemoOptions:
 
 
 @dataclass
+class MotionReport:
+    """What the monitor saw of the arm: travel, tracking error and the commanded values' limit checks."""
+
+    joint_names: list[str]
+    units: list[str]
+    travel: np.ndarray  # per joint: sum of |change| of the measured position
+    moved: list[bool]  # per joint: travel above MIN_TRAVEL_FRACTION of its range
+    tracking_error: np.ndarray  # per joint: max |measured - commanded| over ticks seen on both topics
+    measured_samples: int = 0
+    commanded_samples: int = 0
+    paired_samples: int = 0
+    violations: int = 0
+    violation_examples: list[str] = field(default_factory=list)
+
+    @property
+    def joints_moved(self) -> int:
+        return int(sum(self.moved))
+
+    def travel_text(self) -> str:
+        return ", ".join(f"{n} {t:.3f}" for n, t in zip(self.joint_names, self.travel, strict=True))
+
+    def tracking_text(self) -> str:
+        if not self.paired_samples:
+            return "n/a"
+        j = int(np.argmax(self.tracking_error))
+        return f"{self.tracking_error[j]:.4f} ({self.joint_names[j]}, {self.units[j]})"
+
+
+def _ticks_between(t1: int, t2: int, tick_stamps: np.ndarray, period_ns: float) -> int:
+    """How many control ticks the driver ran in (t1, t2]: those seen on either topic, or more when the
+    time between says some ticks were lost on both (a best-effort topic may drop samples)."""
+    seen = int(np.searchsorted(tick_stamps, t2, side="right") - np.searchsorted(tick_stamps, t1, side="right"))
+    elapsed = (t2 - t1) / period_ns
+    if elapsed <= seen + 0.5:
+        return max(seen, 1)
+    return max(seen, int(np.ceil(elapsed - 1e-6)))
+
+
+def analyse_motion(emb: EmbodimentConfig, measured: list[tuple[int, np.ndarray]],
+                   commanded: list[tuple[int, np.ndarray]]) -> MotionReport:
+    """Travel, tracking error and limit checks from (stamp_ns, positions) samples of both topics.
+
+    Tracking error pairs a commanded value with the measurement of the same tick (same stamp). The limit
+    check replays the commanded values in stamp order: each inside [lower, upper] and at most
+    ``max_velocity_per_s / tick_rate_hz`` per tick from the previous one (n ticks apart: n times that).
+    """
+    dof = emb.dof
+    meas = sorted(measured, key=lambda x: x[0])
+    cmd = sorted(commanded, key=lambda x: x[0])
+    travel = np.zeros(dof)
+    for (_, a), (_, b) in itertools.pairwise(meas):
+        travel += np.abs(b - a)
+    span = emb.upper - emb.lower
+    moved = [bool(t > MIN_TRAVEL_FRACTION * s) for t, s in zip(travel, span, strict=True)]
+    by_stamp = {stamp: pos for stamp, pos in meas}
+    tracking = np.zeros(dof)
+    paired = 0
+    for stamp, pos in cmd:
+        seen = by_stamp.get(stamp)
+        if seen is not None:
+            tracking = np.maximum(tracking, np.abs(seen - pos))
+            paired += 1
+    report = MotionReport(
+        joint_names=list(emb.joint_names), units=[j.unit for j in emb.joints], travel=travel, moved=moved,
+        tracking_error=tracking, measured_samples=len(meas), commanded_samples=len(cmd), paired_samples=paired,
+    )
+    names = emb.joint_names
+    step_limit = emb.max_velocity / emb.tick_rate_hz
+    period_ns = 1e9 / emb.tick_rate_hz
+    tick_stamps = np.unique(np.array([s for s, _ in meas] + [s for s, _ in cmd], dtype=np.int64))
+
+    def violation(text: str) -> None:
+        report.violations += 1
+        if len(report.violation_examples) < 3:
+            report.violation_examples.append(text)
+
+    previous: tuple[int, np.ndarray] | None = None
+    for stamp, pos in cmd:
+        outside = np.flatnonzero((pos < emb.lower - LIMIT_EPS) | (pos > emb.upper + LIMIT_EPS))
+        for j in outside:
+            violation(f"{names[j]} commanded {pos[j]:.4f} outside [{emb.lower[j]:g}, {emb.upper[j]:g}]")
+        if previous is not None:
+            ticks = _ticks_between(previous[0], stamp, tick_stamps, period_ns)
+            step = np.abs(pos - previous[1])
+            allowed = ticks * step_limit + LIMIT_EPS
+            for j in np.flatnonzero(step > allowed):
+                violation(f"{names[j]} moved {step[j]:.4f} in {ticks} tick(s), limit {allowed[j]:.4f}")
+        previous = (stamp, pos)
+    return report
+
+
+@dataclass
 class DemoResult:
     ok: bool
     reason: str
@@ -44,6 +153,7 @@ class DemoResult:
     chunks_seen: int = 0
     elapsed_s: float = 0.0
     log_dir: str = ""
+    motion: MotionReport | None = None
 
 
 def resolve_checkpoint(emb: EmbodimentConfig, checkpoint: str, progress=print) -> str:
@@ -62,12 +172,15 @@ def resolve_checkpoint(emb: EmbodimentConfig, checkpoint: str, progress=print) -
     return checkpoint
 
 
-def _monitor(env_ready: threading.Event, stop: threading.Event, state: dict, instruction: str) -> None:
-    """Runs in a thread: one rclpy context with a node that publishes the instruction and records
-    the latest diagnostics of each node, and counts chunks."""
+def _monitor(env_ready: threading.Event, stop: threading.Event, state: dict, instruction: str,
+             joint_names: list[str]) -> None:
+    """Runs in a thread: one rclpy context with a node that publishes the instruction, records the latest
+    diagnostics of each node, counts chunks, and records every measured and commanded joint sample."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
     from std_msgs.msg import String
     from trajectory_msgs.msg import JointTrajectory
 
@@ -77,6 +190,7 @@ def _monitor(env_ready: threading.Event, stop: threading.Event, state: dict, ins
         DIAGNOSTICS_QOS,
         DIAGNOSTICS_TOPIC,
         INSTRUCTION_TOPIC,
+        JOINT_STATES_TOPIC,
         LATCHED_QOS,
     )
 
@@ -99,8 +213,23 @@ def _monitor(env_ready: threading.Event, stop: threading.Event, state: dict, ins
     def on_chunk(_msg: JointTrajectory) -> None:
         state["chunks_seen"] += 1
 
+    def recorder(key: str):
+        def record(msg: JointState) -> None:
+            # By name: the embodiment's order, whatever order the publisher used.
+            by_name = dict(zip(msg.name, msg.position, strict=False))
+            if all(n in by_name for n in joint_names):
+                stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                state[key].append((stamp, np.array([by_name[n] for n in joint_names], dtype=np.float64)))
+        return record
+
+    # Best effort like the driver's publishers, but a deep history: a busy monitor thread must not lose
+    # samples (a lost commanded sample would hide a step; the analysis also copes with lost ones).
+    samples_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=MONITOR_HISTORY,
+                             reliability=ReliabilityPolicy.BEST_EFFORT)
     node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, on_diag, DIAGNOSTICS_QOS)
     node.create_subscription(JointTrajectory, CHUNK_TOPIC, on_chunk, CHUNK_QOS)
+    node.create_subscription(JointState, JOINT_STATES_TOPIC, recorder("measured"), samples_qos)
+    node.create_subscription(JointState, COMMANDED_TOPIC, recorder("commanded"), samples_qos)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     env_ready.set()
@@ -126,9 +255,10 @@ def run_demo(opts: DemoOptions, progress=print) -> DemoResult:
     ))
     log_dir = Path(opts.log_dir or tempfile.mkdtemp(prefix=f"molmoact2_demo_{emb.name}_"))
     group = ProcessGroup(specs, dict(os.environ), log_dir)
-    state: dict = {"diag": {}, "diag_time": {}, "chunks_seen": 0}
+    state: dict = {"diag": {}, "diag_time": {}, "chunks_seen": 0, "measured": [], "commanded": []}
     ready, stop = threading.Event(), threading.Event()
-    monitor = threading.Thread(target=_monitor, args=(ready, stop, state, opts.instruction), daemon=True)
+    monitor = threading.Thread(target=_monitor, args=(ready, stop, state, opts.instruction, emb.joint_names),
+                               daemon=True)
     monitor.start()
     ready.wait(10.0)
     progress(f"starting {len(specs)} node processes (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, "
@@ -162,12 +292,35 @@ def run_demo(opts: DemoOptions, progress=print) -> DemoResult:
         bad = {name: code for name, code in codes.items() if code not in (0, -2, 130)}
         if bad and not result.reason:
             result.reason = f"node(s) exited uncleanly: {bad}; see {log_dir}"
-    driver = result.diagnostics.get(DRIVER, {})
-    executed = _int(driver.get("chunks_executed"))
+    result.motion = analyse_motion(emb, list(state["measured"]), list(state["commanded"]))
     if not result.reason:
-        result.ok = executed > 0
-        result.reason = "loop closed" if result.ok else "no chunk was executed by the driver: the loop did not close"
+        problems = judge(result.diagnostics.get(DRIVER, {}), result.motion)
+        result.ok = not problems
+        result.reason = "loop closed, the arm moved, no safety violation" if result.ok else "; ".join(problems)
     return result
+
+
+def judge(driver: dict[str, str], motion: MotionReport) -> list[str]:
+    """Why a finished run failed (empty: it passed), in the order a reader should fix them."""
+    problems = []
+    if _int(driver.get("chunks_executed")) <= 0:
+        problems.append("no chunk was executed by the driver: the loop did not close")
+    faults, estops, final = _int(driver.get("faults")), _int(driver.get("estops")), driver.get("state", "")
+    if faults or estops or final in ("ESTOP", "FAULT"):
+        detail = f": {driver['fault']} {driver.get('fault_detail', '')}".rstrip() if driver.get("fault") else ""
+        problems.append(f"the driver faulted or was e-stopped (faults {faults}, e-stops {estops}, "
+                        f"state {final or '?'}){detail}")
+    if not motion.commanded_samples:
+        problems.append(f"no commanded values on {COMMANDED_TOPIC}: the limits could not be checked")
+    elif motion.violations:
+        problems.append(f"{motion.violations} safety violation(s) in the commanded values, e.g. "
+                        + "; ".join(motion.violation_examples))
+    if not motion.measured_samples:
+        problems.append("no /joint_states received: motion could not be measured")
+    elif not motion.joints_moved:
+        problems.append(f"nothing moved: no joint travelled more than {MIN_TRAVEL_FRACTION:.0%} of its range "
+                        f"(travel: {motion.travel_text()})")
+    return problems
 
 
 def _wait_until_running(group: ProcessGroup, state: dict, opts: DemoOptions, progress) -> str:
@@ -217,6 +370,11 @@ def _int(v) -> int:
         return 0
 
 
+def _rejections(driver: dict[str, str]) -> str:
+    counts = {k.removeprefix("rejected_"): _int(v) for k, v in driver.items() if k.startswith("rejected_")}
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()) if n)
+
+
 def format_summary(emb_name: str, res: DemoResult) -> str:
     pol = res.diagnostics.get(POLICY, {})
     drv = res.diagnostics.get(DRIVER, {})
@@ -238,19 +396,30 @@ def format_summary(emb_name: str, res: DemoResult) -> str:
         ("chunks published / seen on the wire", f"{g(pol, 'chunks_published')} / {res.chunks_seen}"),
         ("chunks received / rejected / executed",
          f"{g(drv, 'chunks_received')} / {rejected} / {g(drv, 'chunks_executed')}"),
+        *([("chunks rejected, by reason", reasons)] if (reasons := _rejections(drv)) else []),
         ("control ticks", g(drv, "ticks")),
         ("tick period error p50 / p99 / max (ms)",
          f"{g(drv, 'period_error_p50_ms')} / {g(drv, 'period_error_p99_ms')} / {g(drv, 'period_error_max_ms')}"),
         ("chunk latency at receipt, last (ms)", g(drv, "latency_last_ms")),
         ("safety: clamped / rate-limited ticks", f"{g(drv, 'clamp_events')} / {g(drv, 'rate_limit_events')}"),
         ("safety: watchdog holds / starved ticks", f"{g(drv, 'watchdog_holds')} / {g(drv, 'starvation_ticks')}"),
+        ("driver faults / e-stops", f"{g(drv, 'faults')} / {g(drv, 'estops')}"),
         ("driver state at end", g(drv, "state")),
-        ("result", ("OK: " if res.ok else "FAILED: ") + res.reason),
     ]
+    motion = res.motion
+    if motion is not None:
+        rows += [
+            ("joint travel (robot units)", motion.travel_text() or "n/a"),
+            (f"joints moved (> {MIN_TRAVEL_FRACTION:.0%} of range)", f"{motion.joints_moved} of {len(motion.moved)}"),
+            ("largest tracking error |measured - commanded|", motion.tracking_text()),
+            ("commanded values checked / safety violations", f"{motion.commanded_samples} / {motion.violations}"),
+        ]
+    rows.append(("result", ("OK: " if res.ok else "FAILED: ") + res.reason))
     width = max(len(k) for k, _ in rows)
     lines = [f"molmoact2-ros demo summary ({res.elapsed_s:.1f} s wall, logs: {res.log_dir})"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
     return "\n".join(lines)
 
 
-__all__ = ["DemoOptions", "DemoResult", "MolmoAct2RosError", "format_summary", "run_demo"]
+__all__ = ["DemoOptions", "DemoResult", "MolmoAct2RosError", "MotionReport", "analyse_motion", "format_summary",
+           "judge", "run_demo"]

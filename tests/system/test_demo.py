@@ -1,4 +1,5 @@
-"""The main job end to end: `molmoact2-ros demo` as a user runs it, nodes as separate processes."""
+"""The main job end to end: `molmoact2-ros demo` as a user runs it, nodes as separate processes; and the
+demo monitor's motion and safety analysis on recorded samples."""
 
 import json
 import re
@@ -6,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -25,8 +27,16 @@ def _summary_value(out: str, key: str) -> str:
     return m.group(1).strip()
 
 
+def _travel(out: str) -> dict[str, float]:
+    pairs = (item.rsplit(" ", 1) for item in _summary_value(out, "joint travel (robot units)").split(", "))
+    return {name: float(value) for name, value in pairs}
+
+
 @pytest.mark.parametrize("embodiment", ["so101", "yam_bimanual", "franka_droid", "so100"])
-def test_demo_closes_the_loop(embodiment):
+def test_demo_closes_the_loop_and_moves_the_arm_safely(embodiment):
+    from molmoact2_ros.core.embodiment import load_embodiment
+
+    emb = load_embodiment(embodiment)
     res = _demo("--embodiment", embodiment, "--duration", "6")
     assert res.returncode == 0, f"stdout:\n{res.stdout}\nstderr:\n{res.stderr[-3000:]}"
     out = res.stdout
@@ -38,6 +48,88 @@ def test_demo_closes_the_loop(embodiment):
     assert rejected == 0  # the policy only emits well-formed chunks
     assert int(_summary_value(out, "inferences")) >= 2
     assert int(_summary_value(out, "control ticks")) > 50
+    # The arm moved: the tiny policy circles pairs of joints; in 6 s each travels about half a radian.
+    travel = _travel(out)
+    assert list(travel) == emb.joint_names
+    revolute = [j.name for j in emb.joints if j.type == "revolute"]
+    assert sum(travel[n] > 0.2 for n in revolute) >= 4, travel
+    moved, total = (int(x) for x in _summary_value(out, "joints moved (> 2% of range)").split(" of "))
+    assert moved >= 4 and total == emb.dof
+    # Safely: every commanded value the monitor saw was inside the limits and within the per-tick
+    # velocity limit, the driver never faulted or e-stopped, and the arm tracked its commands.
+    checked, violations = (int(x) for x in _summary_value(out, "commanded values checked / safety violations")
+                           .split(" / "))
+    assert checked > 50 and violations == 0
+    assert _summary_value(out, "driver faults / e-stops") == "0 / 0"
+    assert _summary_value(out, "driver state at end") not in ("ESTOP", "FAULT")
+    value, joint = _summary_value(out, "largest tracking error |measured - commanded|").split()[:2]
+    limit = emb.max_tracking_error[emb.joint_names.index(joint.strip("(,"))]
+    assert 0 < float(value) < limit / 2  # far from the driver's tracking-error fault
+
+
+# ---- the monitor's analysis, on recorded samples (no processes) ------------------------------------
+
+def _samples(positions, rate_hz, t0_ns=10**18):
+    period = int(1e9 / rate_hz)
+    return [(t0_ns + i * period, np.asarray(p, dtype=float)) for i, p in enumerate(positions)]
+
+
+def test_monitor_reports_travel_and_tracking_error():
+    from molmoact2_ros.core.embodiment import load_embodiment
+    from molmoact2_ros.demo import analyse_motion, judge
+
+    emb = load_embodiment("so101")
+    step = 0.25 * emb.max_velocity / emb.tick_rate_hz
+    commanded = [emb.home + k * step * np.eye(emb.dof)[0] for k in range(40)]
+    measured = [c - 0.004 for c in commanded]
+    report = analyse_motion(emb, _samples(measured, emb.tick_rate_hz), _samples(commanded, emb.tick_rate_hz))
+    assert report.violations == 0 and report.commanded_samples == 40 and report.paired_samples == 40
+    np.testing.assert_allclose(report.travel[0], 39 * step[0])
+    assert report.joints_moved == 1 and report.moved[0]
+    np.testing.assert_allclose(report.tracking_error, 0.004)
+    assert judge({"chunks_executed": "3", "faults": "0", "estops": "0", "state": "RUNNING"}, report) == []
+    still = analyse_motion(emb, _samples([emb.home] * 40, emb.tick_rate_hz),
+                           _samples([emb.home] * 40, emb.tick_rate_hz))
+    assert any("nothing moved" in p for p in judge({"chunks_executed": "3"}, still))
+
+
+def test_monitor_flags_steps_and_positions_beyond_the_limits():
+    from molmoact2_ros.core.embodiment import load_embodiment
+    from molmoact2_ros.demo import analyse_motion, judge
+
+    emb = load_embodiment("so101")
+    limit = emb.max_velocity / emb.tick_rate_hz
+    start = emb.home.copy()
+    start[5] = emb.upper[5] - 0.005  # the gripper just inside its upper limit
+    commanded = [start.copy() for _ in range(10)]
+    for k in range(5, 10):
+        commanded[k][2] += 1.5 * limit[2]  # elbow: one and a half steps in one tick, then stays
+    for k in (8, 9):
+        commanded[k][5] = emb.upper[5] + 0.01  # gripper: a small step, but beyond the limit, twice
+    samples = _samples(commanded, emb.tick_rate_hz)
+    report = analyse_motion(emb, samples, samples)
+    assert report.violations == 3, report.violation_examples
+    assert "elbow_flex moved" in report.violation_examples[0]
+    problems = judge({"chunks_executed": "3", "faults": "1", "estops": "0", "state": "FAULT"}, report)
+    assert any("3 safety violation(s)" in p for p in problems)
+    assert any("faulted or was e-stopped" in p for p in problems)
+
+
+def test_monitor_allows_lost_samples_for_the_ticks_they_span():
+    from molmoact2_ros.core.embodiment import load_embodiment
+    from molmoact2_ros.demo import analyse_motion
+
+    emb = load_embodiment("franka_droid")
+    limit = emb.max_velocity / emb.tick_rate_hz
+    inward = np.where(emb.upper - emb.home >= emb.home - emb.lower, 1.0, -1.0)
+    ramp = [emb.home + inward * k * 0.9 * limit for k in range(30)]
+    samples = _samples(ramp, emb.tick_rate_hz)
+    kept = samples[:10] + samples[13:]  # three ticks lost on both topics: a 3.6-step jump over 4 ticks
+    assert analyse_motion(emb, kept, kept).violations == 0
+    measured_only = samples  # lost on the commanded topic only: /joint_states still shows the ticks
+    assert analyse_motion(emb, measured_only, kept).violations == 0
+    squeezed = [*kept[:10], (kept[9][0] + 1, kept[10][1]), *kept[11:]]  # the same jump, one tick apart
+    assert analyse_motion(emb, squeezed, squeezed).violations >= 1
 
 
 def _bad_checkpoint_error(ckpt: str) -> str:

@@ -20,7 +20,8 @@ pytest.importorskip("transformers")
 
 from molmoact2_ros.backends.policy import molmoact2_runtime as rt_mod  # noqa: E402
 from molmoact2_ros.backends.policy.molmoact2_runtime import MolmoAct2Runtime, is_hub_id  # noqa: E402
-from molmoact2_ros.backends.policy.tiny_checkpoint import ensure_tiny_checkpoint  # noqa: E402
+from molmoact2_ros.backends.policy.tiny_checkpoint import ensure_tiny_checkpoint, motion_design  # noqa: E402
+from molmoact2_ros.backends.policy.tiny_motion import image_feature, matches  # noqa: E402
 
 SO101 = load_embodiment("so101")
 TAG = SO101.policy.norm_tag
@@ -216,21 +217,31 @@ def test_bad_observation(so101_runtime, change, needle):
 
 # ---- the real inference path --------------------------------------------------------------
 
-def _check_chunk(chunk, emb, obs):
+def _scripted(runtime, obs):
+    """What the tiny checkpoint is built to return for ``obs`` (tiny_motion, the numpy reference)."""
+    emb = runtime.embodiment
+    feature = image_feature(runtime._processor, [obs.images[c] for c in emb.camera_names])
+    return motion_design(emb).chunk(obs.state, feature)
+
+
+def _check_chunk(chunk, emb, obs, runtime, rtol=0.02):
     assert chunk.positions.shape == (emb.chunk.n_action_steps, emb.dof)
     assert chunk.positions.dtype == np.float64 and np.all(np.isfinite(chunk.positions))
     assert chunk.joint_names == emb.joint_names
     assert chunk.stamp_s == obs.stamp_s and chunk.rate_hz == emb.control_rate_hz
-    # The tiny expert settles on the home pose: inside the limits, and a smooth chunk.
+    # The tiny checkpoint's scripted motion: inside the limits, starting at the state (to within half a
+    # state-token bin), and exactly the chunk the reference computes for this state and these images.
     assert np.all(chunk.positions >= emb.lower - 1e-6) and np.all(chunk.positions <= emb.upper + 1e-6)
-    np.testing.assert_allclose(chunk.positions, np.broadcast_to(emb.home, chunk.positions.shape), atol=1e-3)
+    assert np.abs(chunk.positions[0] - obs.state).max() < 0.02
+    scripted = _scripted(runtime, obs)
+    assert matches(chunk.positions, scripted, rtol=rtol).all(), np.abs(chunk.positions - scripted).max()
 
 
 def test_predict_so101(so101_runtime):
     assert so101_runtime.warmup() > 0
     obs = _observation(SO101)
     chunk, info = so101_runtime.predict(obs)
-    _check_chunk(chunk, SO101, obs)
+    _check_chunk(chunk, SO101, obs, so101_runtime)
     assert 0 < info["latency_s"] < 10
 
 
@@ -240,7 +251,7 @@ def test_predict_other_embodiments(cache_root, name):
     with MolmoAct2Runtime(_tiny(name, cache_root), emb) as runtime:
         obs = _observation(emb)
         chunk, _ = runtime.predict(obs)
-    _check_chunk(chunk, emb, obs)
+        _check_chunk(chunk, emb, obs, runtime)
     assert chunk.positions.shape == {"yam_bimanual": (25, 14), "franka_droid": (8, 8)}[name]
 
 
@@ -267,18 +278,23 @@ def test_predict_wires_spaces_order_and_arguments(so101_runtime, monkeypatch):
     np.testing.assert_allclose(chunk.positions, np.tile(target, (SO101.chunk.n_action_steps, 1)), atol=1e-5)
 
 
-def test_bf16_on_cpu(cache_root):
+def test_bf16_on_cpu(cache_root, so101_runtime):
+    obs = _observation(SO101)
     with MolmoAct2Runtime(_tiny("so101", cache_root), SO101, dtype="bf16", num_steps=8) as runtime:
-        chunk, _ = runtime.predict(_observation(SO101))
+        chunk, _ = runtime.predict(obs)
     assert np.all(np.isfinite(chunk.positions))
-    np.testing.assert_allclose(chunk.positions, np.broadcast_to(SO101.home, chunk.positions.shape), atol=0.05)
+    # bf16 keeps 8 bits of mantissa: at home (state terms near zero) the tiny checkpoint's circuit gives the
+    # fp32 chunk to within 0.05 (measured 0.006); away from home its state routing loses ~5 % (fp32 is the
+    # tiny checkpoint's dtype, as for every test and the demo).
+    reference, _ = so101_runtime.predict(obs)
+    np.testing.assert_allclose(chunk.positions, reference.positions, atol=0.05)
 
 
 def test_depth_buffer_replays_unchanged_cells(think_runtime):
     assert think_runtime.supports_depth_reasoning
     obs = _observation(SO101)
     chunk, first = think_runtime.predict(obs, enable_depth_reasoning=True)
-    _check_chunk(chunk, SO101, obs)
+    _check_chunk(chunk, SO101, obs, think_runtime, rtol=0.04)  # 100 depth tokens dilute attention a bit more
     bins = first["depth_bins"]
     assert bins.dtype == np.int64 and bins.shape == (100,) and bins.min() >= 0 and bins.max() < 128
     assert first["depth_cells_repredicted"] == 100 and first["depth_repredicted_fraction"] == 1.0

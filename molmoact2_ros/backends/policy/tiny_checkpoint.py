@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised MolmoAct2 checkpoints built offline from the real remote code.
+"""Tiny MolmoAct2 checkpoints built offline from the real remote code, for tests and the demo.
 
 Real MolmoAct2 weights (about 5B parameters) cannot be downloaded everywhere we test. A tiny checkpoint
 holds the same files a Hugging Face snapshot does (remote code, ``config.json`` with ``auto_map``,
@@ -7,13 +7,18 @@ holds the same files a Hugging Face snapshot does (remote code, ``config.json`` 
 milliseconds on a CPU.
 
 The model code comes from the MolmoAct2 remote code that LeRobot ships; nothing is re-implemented here.
-Weights are drawn from ``seed`` by the model's own initialisation, then two groups are set on purpose:
+Weights are drawn from ``seed`` by the model's own initialisation, then set on purpose where it matters:
 
-- the action expert integrates any flow noise onto the embodiment's home pose (:func:`_settle_on_home`),
-  so chunks are smooth, in range and start where a robot at rest is; pure noise would be rejected by
-  any driver;
+- a circuit through the vision encoder, the LLM and the flow-matching action expert
+  (:mod:`tiny_circuit`) makes ``predict_action`` return the scripted motions of :mod:`tiny_motion`:
+  each chunk starts at the state the prompt carries and moves smoothly along a limit-cycle vector field
+  of that state, shifted by the images' colours, within the limits and the velocity budget. Pure noise
+  (what random weights return) would be rejected by any driver; a chunk that only held the home pose
+  would never show a wrong sign or offset;
 - with ``think=True``, the LM head emits ``<depth_end>`` after the depth codes (:func:`_bias_depth_end`);
   a random model never does and depth reasoning would fail.
+
+The remaining weights stay random and are cut off from the circuit; they only shape the depth codes.
 
 Norm stats are derived from the embodiment's joint limits in *model* space, so un-normalised actions
 stay inside the limits.
@@ -25,6 +30,7 @@ at the end, so a crashed build never leaves a directory that looks like a checkp
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -42,8 +48,10 @@ from typing import Any
 
 import numpy as np
 
+from molmoact2_ros.backends.policy import tiny_circuit
 from molmoact2_ros.backends.policy.hf_env import cache_root as _cache_root
 from molmoact2_ros.backends.policy.hf_env import ensure_writable_module_cache, quiet_remote_code_warnings
+from molmoact2_ros.backends.policy.tiny_motion import MotionDesign
 from molmoact2_ros.backends.policy.tiny_tokenizer import (
     EOS_TOKEN,
     NUM_ACTION_TOKENS,
@@ -57,7 +65,7 @@ from molmoact2_ros.core.errors import CheckpointError
 log = logging.getLogger(__name__)
 
 # Bump when the files a build writes change, so cached checkpoints are rebuilt.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 # Where LeRobot keeps MolmoAct2's Hugging Face remote code, relative to the lerobot package.
 _REMOTE_CODE_SUBDIR = ("policies", "molmoact2", "molmoact2_hf_model")
@@ -95,9 +103,6 @@ _ADDITIONAL_VOCAB = 128
 # Think variant: the residual dimension carrying the constant feature, and the <depth_end> logit gain.
 _DEPTH_END_DIM = _TEXT_HIDDEN - 1
 _DEPTH_END_GAIN = 10.0
-# Action expert settling (see _settle_on_home): carrier magnitude and contraction rate per unit flow time.
-_SETTLE_CARRIER = 1000.0
-_SETTLE_RATE = 7.0
 
 
 # ---- remote code ---------------------------------------------------------------------------
@@ -235,6 +240,7 @@ def _model_config_kwargs(
             "num_heads": heads,
             "ffn_multiple_of": 64,
             "timestep_embed_dim": _TEXT_HIDDEN,
+            **tiny_circuit.action_expert_overrides(),
         },
         "max_action_dim": _MAX_ACTION_DIM,
         "max_action_horizon": _max_action_horizon(embodiment),
@@ -243,6 +249,7 @@ def _model_config_kwargs(
         "state_format": "discrete",
         "enable_depth_reasoning": bool(think),
         "num_depth_codes": _NUM_DEPTH_CODES,
+        **tiny_circuit.config_overrides(),
         "image_start_token_id": token_ids["<im_start>"],
         "low_res_image_start_token_id": token_ids["<low_res_im_start>"],
         "image_end_token_id": token_ids["<im_end>"],
@@ -303,6 +310,20 @@ def _processor_config() -> dict[str, Any]:
 
 # ---- weights -------------------------------------------------------------------------------
 
+def motion_design(embodiment: EmbodimentConfig) -> MotionDesign:
+    """The scripted motion family a tiny checkpoint for ``embodiment`` computes (see :mod:`tiny_motion`)."""
+    design = MotionDesign.for_embodiment(embodiment, embodiment.chunk.action_horizon)
+    # An embodiment wider than the tiny model drops cycle pairs (those joints hold) rather than fail.
+    pairs = design.pairs
+    while pairs and not tiny_circuit.fits(design.dof, len(pairs)):
+        pairs = pairs[:-1]
+    if not tiny_circuit.fits(design.dof, len(pairs)):
+        raise CheckpointError(
+            f"embodiment {embodiment.name!r} has {design.dof} joints: too many for a tiny checkpoint"
+        )
+    return dataclasses.replace(design, pairs=pairs)
+
+
 def _bias_depth_end(state: dict[str, Any], config: Any) -> None:
     """Make ``<depth_end>`` the LM head's choice after the depth codes, so Think inference terminates.
 
@@ -326,60 +347,6 @@ def _bias_depth_end(state: dict[str, Any], config: Any) -> None:
     lm_head[config.depth_end_token_id, d] = _DEPTH_END_GAIN
 
 
-def _home_target(embodiment: EmbodimentConfig) -> np.ndarray:
-    """The embodiment's home pose, normalised the way the norm stats normalise actions (q01_q99)."""
-    low, high = embodiment.model_limits()
-    home = embodiment.robot_to_model(embodiment.home)
-    return np.clip(2.0 * (home - low) / np.maximum(high - low, 1e-6) - 1.0, -1.0, 1.0)
-
-
-def _settle_on_home(state: dict[str, Any], target: np.ndarray) -> None:
-    """Make the flow-matching expert carry any noise sample onto ``target``: chunks hold the home pose.
-
-    Random weights would return the flow's Gaussian noise, i.e. every step a fresh random point of the
-    joint range: any driver rightly rejects such chunks (step jumps, startup distance), so nothing could
-    close the loop on a tiny checkpoint. Instead the expert computes the velocity ``v = -k (x - target)``,
-    which the model's Euler loop integrates to ``target`` with a residual ``|1 - k/N|^N`` of the noise:
-    with k = 7, 6e-6 at the default N = 10 steps, below 1e-3 up to N = 30, 1e-2 at N = 5.
-
-    Hidden layout of the expert: dims [0, max_action_dim) copy the noisy action x, the last dim carries a
-    large constant B. The final RMSNorm then divides by almost exactly ``B / sqrt(hidden)``, so it is
-    linear in x. The expert blocks still run on every call (a NaN anywhere upstream still shows in the
-    output) but write only to the dims in between, which the output layer does not read.
-    """
-    prefix = "model.action_expert."
-    embed_w = state[prefix + "action_embed.weight"]  # (hidden, max_action_dim)
-    hidden, action_dim = embed_w.shape
-    carrier = hidden - 1
-    embed_w.zero_()
-    embed_w[:action_dim, :action_dim] = _eye(action_dim, embed_w)
-    state[prefix + "action_embed.bias"].zero_()
-    state[prefix + "action_embed.bias"][carrier] = _SETTLE_CARRIER
-    block_outputs = ("self_attn.out_proj", "cross_attn.out_proj", "mlp.down_proj")
-    i = 0
-    while f"{prefix}blocks.{i}.mlp.down_proj.weight" in state:
-        for name in block_outputs:
-            for suffix in ("weight", "bias"):
-                tensor = state[f"{prefix}blocks.{i}.{name}.{suffix}"]
-                tensor[:action_dim] = 0.0
-                tensor[carrier] = 0.0
-        i += 1
-    state[prefix + "final_layer.modulation.linear.weight"].zero_()  # shift = scale = 0: no modulation
-    state[prefix + "final_layer.modulation.linear.bias"].zero_()
-    out_w = state[prefix + "final_layer.linear.weight"]  # (max_action_dim, hidden)
-    out_b = state[prefix + "final_layer.linear.bias"]
-    out_w.zero_()
-    out_w[:, :action_dim] = _eye(action_dim, out_w) * (-_SETTLE_RATE * _SETTLE_CARRIER / np.sqrt(hidden))
-    out_b.zero_()
-    out_b[: len(target)] = _SETTLE_RATE * out_b.new_tensor(target.astype(np.float32))
-
-
-def _eye(n: int, like: Any) -> Any:
-    import torch
-
-    return torch.eye(n, dtype=like.dtype)
-
-
 def _write_weights(
     out_dir: Path, config_kwargs: dict[str, Any], embodiment: EmbodimentConfig, think: bool, seed: int
 ) -> dict[str, Any]:
@@ -396,7 +363,8 @@ def _write_weights(
     state = {
         name: t.detach().to(torch.float32).contiguous().clone() for name, t in model.state_dict().items()
     }
-    _settle_on_home(state, _home_target(embodiment))
+    design = motion_design(embodiment)
+    tiny_circuit.apply(state, config, design, _DEPTH_END_DIM)
     if think:
         _bias_depth_end(state, config)
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
@@ -453,7 +421,8 @@ def _write_checkpoint(out_dir: Path, embodiment: EmbodimentConfig, think: bool, 
             "think": bool(think),
             "seed": int(seed),
             "config_key": config_key(embodiment, think),
-            "note": "random test checkpoint: its chunks hold the home pose, its depth codes mean nothing",
+            "note": "test checkpoint: scripted motions (molmoact2_ros.backends.policy.tiny_motion), "
+                    "meaningless for any task; its depth codes mean nothing",
         },
     )
     _finalise_tree(out_dir)
@@ -467,7 +436,7 @@ def build_tiny_checkpoint(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write a tiny random MolmoAct2 checkpoint for ``embodiment`` to ``out_dir`` and return its path.
+    """Write a tiny MolmoAct2 checkpoint for ``embodiment`` to ``out_dir`` and return its path.
 
     The same seed gives a byte-identical ``model.safetensors`` (on the same torch version). An existing
     non-empty ``out_dir`` is replaced only with ``overwrite=True``.
@@ -533,7 +502,11 @@ def config_key(embodiment: EmbodimentConfig, think: bool = False) -> str:
         "joints": embodiment.joint_names,
         "cameras": embodiment.camera_names,
         "limits": [np.round(low, 6).tolist(), np.round(high, 6).tolist()],
-        "home": np.round(embodiment.robot_to_model(embodiment.home), 6).tolist(),  # the settling target
+        "home": np.round(embodiment.robot_to_model(embodiment.home), 6).tolist(),  # which joints cycle
+        "velocities": np.round(embodiment.max_velocity, 6).tolist(),  # the motion's speed budget
+        "types": [j.type for j in embodiment.joints],
+        "arms": {k: list(v) for k, v in embodiment.arms.items()},
+        "rate": embodiment.control_rate_hz,
         "action_horizon": embodiment.chunk.action_horizon,
         "n_action_steps": embodiment.chunk.n_action_steps,
     }
