@@ -188,7 +188,7 @@ def test_distances_are_per_unit_with_per_joint_overrides():
 def test_entry_distance_below_two_ticks_of_motion_is_refused():
     data = _so101_data()
     data["safety"]["entry_max_distance_rad"] = 0.1  # 2 x 3 rad/s / 30 Hz = 0.2
-    with pytest.raises(ConfigError, match="entry_max_distance for shoulder_pan .* below two ticks"):
+    with pytest.raises(ConfigError, match=r"entry_max_distance for shoulder_pan .* below two ticks"):
         parse_embodiment(data, "lab.yaml")
 
 
