@@ -36,6 +36,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bringup(args: argparse.Namespace) -> int:
+    """Start the nodes, say "started" only once every node reported ready, then run until Ctrl-C.
+
+    Exits 1, with the reason on one line, when a node does not start (its configure error, a missing
+    extra, a bad parameter) or when a node exits while running (then with the end of its log): a station
+    with a node missing must not look healthy to whoever started it (a shell, systemd, a container)."""
     from molmoact2_ros.bringup import BringupOptions, describe
     from molmoact2_ros.nodes.runtime_env import apply_local_ros_defaults
     from molmoact2_ros.process_runner import ProcessGroup
@@ -50,21 +55,25 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     specs = describe(opts)
     log_dir = Path(args.log_dir or f"/tmp/molmoact2_bringup_{os.getpid()}")
     group = ProcessGroup(specs, dict(os.environ), log_dir)
-    group.start()
-    print(f"started {', '.join(s.name for s in specs)}; logs in {log_dir}; Ctrl-C stops")
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    group.start()
+    print(f"starting {', '.join(s.name for s in specs)}; logs in {log_dir}", flush=True)
+    problem = ""
     try:
-        while not stop["now"]:
-            dead = group.exited()
-            if dead:
-                n = dead[0]
-                print(f"{n.spec.name} exited (code {n.process.returncode}):\n{n.log_tail()}", file=sys.stderr)
-                break
-            time.sleep(0.2)
+        problem = group.wait_started(
+            timeout_s=args.startup_timeout or None, should_stop=lambda: stop["now"],
+            on_ready=lambda n: print(f"  {n.spec.name}: running", flush=True))
+        if not problem and not stop["now"]:
+            print(f"started {', '.join(s.name for s in specs)}; Ctrl-C stops", flush=True)
+            while not stop["now"] and not (problem := group.first_problem()):
+                time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     codes = group.stop()
+    if problem:
+        print(f"molmoact2-ros: error: {problem}", file=sys.stderr)
+        return 1
     return 0 if all(c in (0, -2, 130) for c in codes.values()) else 1
 
 
@@ -118,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bringup", help="start a station's nodes as processes until Ctrl-C (pip installs)",
                        description="The pip path's equivalent of `ros2 launch molmoact2_ros "
-                       "bringup.launch.py`; both read molmoact2_ros.bringup.")
+                       "bringup.launch.py`; both read molmoact2_ros.bringup. Says 'started' once every node "
+                       "reported ready; exits 1 with the reason if a node does not start or exits while "
+                       "running.")
     _add_embodiment(p)
     p.add_argument("--backend", default="", help="hardware backend; default: the embodiment's")
     p.add_argument("--camera-source", default="", help="camera source for all cameras; default: per camera")
@@ -131,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-perception", action="store_true")
     p.add_argument("--no-policy", action="store_true")
     p.add_argument("--no-driver", action="store_true")
+    p.add_argument("--startup-timeout", type=float, default=0.0,
+                   help="seconds every node gets to report ready (a model download can take long); "
+                        "0 = no limit (default)")
     p.add_argument("--log-dir")
     p.set_defaults(func=cmd_bringup)
 

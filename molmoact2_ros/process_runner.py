@@ -1,8 +1,10 @@
 """Start the nodes of a bringup description as separate OS processes (the pip path's ``ros2 launch``).
 
 Every node gets its parameters through one ROS 2 parameters file, its own log file, and the same
-environment. Stopping sends SIGINT (the nodes hold position and disconnect), then SIGTERM, then
-SIGKILL to whatever is left, so a hung node cannot keep the group alive.
+environment. Each reports how its start-up went in a status file of its own (``runtime_env.spin_node``
+writes ``ready`` or ``failed: <reason>``), so the runner can say "started" only when every node is up,
+and give the reason when one is not. Stopping sends SIGINT (the nodes hold position and disconnect),
+then SIGTERM, then SIGKILL to whatever is left, so a hung node cannot keep the group alive.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from molmoact2_ros.bringup import NodeSpec, params_file_content
+from molmoact2_ros.nodes.runtime_env import STATUS_FILE_VAR
 
 
 @dataclass
@@ -26,12 +30,32 @@ class RunningNode:
     spec: NodeSpec
     process: subprocess.Popen
     log_path: Path
+    status_path: Path
 
     def log_tail(self, lines: int = 15) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def status(self) -> str:
+        """What the node reported about its start-up: '' (nothing yet), 'ready' or 'failed: <reason>'."""
+        try:
+            return self.status_path.read_text(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def startup_problem(self) -> str:
+        """Why this node is not (or no longer) running, '' while it is: the reason it reported, else its
+        exit code and the end of its log."""
+        status = self.status()
+        if status.startswith("failed:"):
+            return f"{self.spec.name} did not start: {status.removeprefix('failed:').strip()} (log: {self.log_path})"
+        code = self.process.poll()
+        if code is None:
+            return ""
+        when = "while running" if status == "ready" else "during start-up"
+        return f"{self.spec.name} exited {when} (code {code}); last lines of {self.log_path}:\n{self.log_tail()}"
 
 
 class ProcessGroup:
@@ -47,17 +71,56 @@ class ProcessGroup:
         params_path.write_text(yaml.safe_dump(params_file_content(self.specs), sort_keys=False))
         for spec in self.specs:
             log_path = self.log_dir / f"{spec.name}.log"
-            cmd = [sys.executable, "-u", "-c", f"from {spec.module} import main; main()",
+            status_path = self.log_dir / f"{spec.name}.status"
+            status_path.unlink(missing_ok=True)  # a previous run's verdict must not be read as this one's
+            # sys.exit(main()): a main that returns its exit status must not end as 0.
+            cmd = [sys.executable, "-u", "-c", f"import sys; from {spec.module} import main; sys.exit(main())",
                    "--ros-args", "-r", f"__node:={spec.name}", "--params-file", str(params_path)]
             log = open(log_path, "w")  # noqa: SIM115 - handed to the child; closed when it exits
             # The description's per-node environment (the DDS profile); what the group sets explicitly wins.
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**spec.env, **self.env},
-                                    start_new_session=True)
+            env = {**spec.env, **self.env, STATUS_FILE_VAR: str(status_path)}
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             log.close()
-            self.nodes.append(RunningNode(spec, proc, log_path))
+            self.nodes.append(RunningNode(spec, proc, log_path, status_path))
 
     def exited(self) -> list[RunningNode]:
         return [n for n in self.nodes if n.process.poll() is not None]
+
+    def waiting(self) -> list[RunningNode]:
+        """Nodes still starting: alive and not yet reported ready."""
+        return [n for n in self.nodes if n.process.poll() is None and n.status() != "ready"]
+
+    def first_problem(self) -> str:
+        """The first node that failed to start or exited, as a message ('' when every node is fine)."""
+        for n in self.nodes:
+            problem = n.startup_problem()
+            if problem:
+                return problem
+        return ""
+
+    def wait_started(self, timeout_s: float | None = None, should_stop: Callable[[], bool] = lambda: False,
+                     on_ready: Callable[[RunningNode], None] = lambda n: None) -> str:
+        """Wait until every node reported ready. Returns '' when all are, else why not: a node's start-up
+        failure, a node that exited, or the timeout. Returns '' at once if ``should_stop`` turns true.
+        ``on_ready`` is called once per node as it comes up (progress for the user)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        announced: set[str] = set()
+        while not should_stop():
+            problem = self.first_problem()
+            if problem:
+                return problem
+            for n in self.nodes:
+                if n.spec.name not in announced and n.status() == "ready":
+                    announced.add(n.spec.name)
+                    on_ready(n)
+            pending = self.waiting()
+            if not pending:
+                return ""
+            if deadline is not None and time.monotonic() > deadline:
+                return (f"{', '.join(n.spec.name for n in pending)} did not report ready within {timeout_s:g} s; "
+                        f"logs in {self.log_dir}")
+            time.sleep(0.1)
+        return ""
 
     def stop(self, grace_s: float = 8.0) -> dict[str, int]:
         """Stop every node; returns each node's exit code."""

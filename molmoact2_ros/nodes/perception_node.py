@@ -62,11 +62,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import rclpy
 from pydantic import ValidationError
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -93,7 +90,7 @@ from molmoact2_ros.core.images import (
 )
 from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from molmoact2_ros.nodes.qos import CAMERA_QOS, camera_info_topic, camera_topic, compressed_topic
-from molmoact2_ros.nodes.runtime_env import apply_local_ros_defaults
+from molmoact2_ros.nodes.runtime_env import spin_node
 
 NODE_NAME = "molmoact2_perception"
 SOURCES = ("synthetic", "opencv", "realsense", "sim", "bag")
@@ -590,8 +587,18 @@ class PerceptionNode(LifecycleNode):
             self.sources[cfg.name] = make_camera(cfg, options)
         self._diagnostics = DiagnosticsPublisher(self, self._snapshot, period_s=float(diagnostics_period_s),
                                                  hardware_id=self.embodiment.name)
-        if self.autostart and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            self.trigger_activate()
+        self._startup_failure: str | None = None
+        if self.autostart:
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+            if self.lifecycle_state != "active":
+                self._startup_failure = self.transition_error or f"autostart ended {self.lifecycle_state}"
+
+    @property
+    def startup_failure(self) -> str | None:
+        """Why the autostart (configure + activate at construction) failed; None if it did not run or
+        succeeded. ``runtime_env.spin_node`` exits non-zero on it."""
+        return self._startup_failure
 
     # ---- parameters ------------------------------------------------------------------------------
     def _declare(self, name: str, default: Any, description: str, ptype: int | None = None,
@@ -819,39 +826,24 @@ class PerceptionNode(LifecycleNode):
         for stream in self.streams.values():
             stream.stop()
 
+    def release(self) -> None:
+        """Stop the camera threads and close the cameras (``spin_node`` calls it at exit). Idempotent."""
+        self._release()
+
     def destroy_node(self) -> None:
         self._release()
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    """Console script ``perception_node``: spin until SIGINT/SIGTERM, then stop the cameras cleanly."""
-    apply_local_ros_defaults()
+def main(args: list[str] | None = None) -> None:
+    """Console script ``perception_node``: spin until SIGINT/SIGTERM, then stop the cameras cleanly. A bad
+    parameter, a missing camera library or a camera that does not open exits with status 1 and the reason
+    (``runtime_env.spin_node``)."""
     # Before rclpy.init creates the DDS participant: without the profile, frames over ~256 KiB are lost
     # between processes (see config/dds/). An explicit Fast DDS choice in the environment wins.
     for key, value in dds_environment(DEFAULT_DDS_PROFILE).items():
         os.environ.setdefault(key, value)
-    # rclpy.init installs SIGINT and SIGTERM handlers that shut the context down; spin then raises
-    # ExternalShutdownException and we fall through to the cleanup below.
-    with rclpy.init(args=args):
-        try:
-            node = PerceptionNode()
-        except (MolmoAct2RosError, ParameterException) as exc:  # bad config, a camera library missing
-            rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
-            return 1
-        if node.autostart and node.lifecycle_state != "active":
-            rclpy.logging.get_logger(NODE_NAME).fatal(f"did not start: {node.transition_error}")
-            node.destroy_node()
-            return 1
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            node.destroy_node()
-    return 0
+    spin_node(PerceptionNode, args=args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ A lifecycle node (``molmoact2_policy``), the one a lab runs on its GPU host:
   a wrong directory, tag, camera count or state size fails in milliseconds), load the model, run a
   warm-up inference (first-call costs, CUDA graph capture). Progress and the load time go to the log
   and ``/diagnostics`` while it loads; a failure returns FAILURE with the reason on both and leaves
-  the node up and unconfigured, ready to be configured again.
+  the node up and unconfigured, ready to be configured again by a lifecycle manager. With ``autostart``
+  (the pip path, no manager) the process exits with status 1 and the reason instead (``spin_node``).
+  A host without torch (a robot PC) fails configure saying that the ``policy`` extra is missing.
 - activate: produce chunks; deactivate: stop (a chunk in flight is dropped); cleanup: release the model.
 
 Inputs are assembled by ``core.observation``: the newest frame per camera (``/cameras/<name>/image_raw``
@@ -29,7 +31,6 @@ code 0..127) and the fraction of cells each call re-predicted on ``~/depth_repre
 
 from __future__ import annotations
 
-import array
 import functools
 import math
 import threading
@@ -41,18 +42,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from builtin_interfaces.msg import Duration
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 
-from molmoact2_ros.backends.policy.depth_buffer import DepthBuffer
-from molmoact2_ros.core.chunk import ActionChunk
+from molmoact2_ros.backends.policy.depth_buffer import CameraIdentity, DepthBuffer
 from molmoact2_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from molmoact2_ros.core.errors import ConfigError, MolmoAct2RosError, ObservationError
 from molmoact2_ros.core.images import image_from_compressed_fields, image_from_msg
@@ -65,6 +63,7 @@ from molmoact2_ros.core.observation import (
     bytes_fingerprint,
     frame_fingerprint,
 )
+from molmoact2_ros.nodes.contract import ChunkMessages, stamp_from_msg, stamp_to_msg
 from molmoact2_ros.nodes.deferred_log import DeferredLog
 from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, percentiles_ms
 from molmoact2_ros.nodes.qos import (
@@ -157,42 +156,6 @@ PARAMS: dict[str, tuple[Any, str, Callable[[Any], str] | None]] = {
 }
 
 
-def chunk_to_msg(chunk: ActionChunk) -> JointTrajectory:
-    """An ActionChunk as the message contract's JointTrajectory: stamp = capture time, step k at k/rate."""
-    msg = JointTrajectory()
-    msg.header.stamp = Time(nanoseconds=round(chunk.stamp_s * 1e9)).to_msg()
-    msg.joint_names = list(chunk.joint_names)
-    for k, row in enumerate(chunk.positions):
-        t_ns = round(k * 1e9 / chunk.rate_hz)
-        msg.points.append(JointTrajectoryPoint(
-            positions=row.tolist(),
-            time_from_start=Duration(sec=t_ns // 1_000_000_000, nanosec=t_ns % 1_000_000_000),
-        ))
-    return msg
-
-
-class ChunkMessages:
-    """Builds the JointTrajectory for each chunk by refilling one message: only the stamp and the positions
-    change between chunks. Constructing 30 points with their Durations costs ~0.4 ms a chunk (1% of a
-    tiny-checkpoint inference); refilling costs ~0.1 ms. Safe because ``publish`` serialises at once."""
-
-    def __init__(self) -> None:
-        self._msg: JointTrajectory | None = None
-        self._key: tuple[tuple[str, ...], int, float] | None = None
-
-    def fill(self, chunk: ActionChunk) -> JointTrajectory:
-        key = (tuple(chunk.joint_names), chunk.steps, float(chunk.rate_hz))
-        if key != self._key or self._msg is None:
-            self._msg, self._key = chunk_to_msg(chunk), key
-            return self._msg
-        msg = self._msg
-        msg.header.stamp = Time(nanoseconds=round(chunk.stamp_s * 1e9)).to_msg()
-        rows = np.ascontiguousarray(chunk.positions, dtype=np.float64)
-        for point, row in zip(msg.points, rows, strict=True):
-            point.positions = array.array("d", row.tobytes())
-        return msg
-
-
 def depth_grid_msg(bins: np.ndarray, stamp_s: float, frame_id: str) -> Image:
     """The depth codes as a square mono8 image, one pixel per cell (row-major), value = code."""
     codes = np.asarray(bins, dtype=np.int64).reshape(-1)
@@ -200,14 +163,10 @@ def depth_grid_msg(bins: np.ndarray, stamp_s: float, frame_id: str) -> Image:
     if side * side != codes.size:
         raise ObservationError(f"{codes.size} depth codes do not form a square grid")
     msg = Image(height=side, width=side, encoding="mono8", is_bigendian=0, step=side)
-    msg.header.stamp = Time(nanoseconds=round(stamp_s * 1e9)).to_msg()
+    msg.header.stamp = stamp_to_msg(stamp_s)
     msg.header.frame_id = frame_id
     msg.data.frombytes(np.clip(codes, 0, 255).astype(np.uint8).tobytes())
     return msg
-
-
-def _stamp_s(stamp: Any) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 class _Stats:
@@ -253,6 +212,9 @@ class PolicyNode(LifecycleNode):
         self._runtime: Any = None
         self._assembler: ObservationAssembler | None = None
         self._depth: DepthBuffer | None = None
+        self._depth_camera = CameraIdentity()  # the first camera's identity epochs, for the depth buffer
+        # Inference thread: frame_id of the frame each camera contributed to the observation being assembled.
+        self._used_frame_ids: dict[str, str] = {}
         self._think = False
         self._stats = _Stats()
         self._lifecycle = "unconfigured"
@@ -294,7 +256,9 @@ class PolicyNode(LifecycleNode):
         self._max_rate_hz = float(self._param("max_inference_rate_hz"))
         self._input_grace_s = float(self._param("input_grace_s"))
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        if self._param("autostart"):
+        self._startup_failure: str | None = None
+        self._startup_pending = bool(self._param("autostart"))
+        if self._startup_pending:
             # From the executor, once the node is fully constructed and discoverable, so that
             # /diagnostics subscribers see the configure progress.
             self._autostart_timer = self.create_timer(0.0, self._autostart)
@@ -319,8 +283,25 @@ class PolicyNode(LifecycleNode):
     # ---- lifecycle ---------------------------------------------------------------------------
     def _autostart(self) -> None:
         self.destroy_timer(self._autostart_timer)
-        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            self.trigger_activate()
+        try:
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                self._startup_failure = f"configure failed: {self._configure_error or 'see the log above'}"
+            elif self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                self._startup_failure = "activate failed: see the log above"
+        finally:
+            self._startup_pending = False
+
+    @property
+    def startup_pending(self) -> bool:
+        """True until the autostart (configure + activate, from the executor) has run."""
+        return self._startup_pending
+
+    @property
+    def startup_failure(self) -> str | None:
+        """Why the autostart failed (the configure error); None before it ran, without it, or on success.
+        ``runtime_env.spin_node`` exits non-zero on it: with no lifecycle manager, nobody would configure
+        this node again."""
+        return self._startup_failure
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         log = self.get_logger()
@@ -347,6 +328,7 @@ class PolicyNode(LifecycleNode):
         self._assembler = ObservationAssembler(emb.camera_names, emb.joint_names, limits, p["instruction"])
         self._depth = DepthBuffer(p["depth_cache_max_gap_s"], enabled=p["enable_depth_cache"]) if self._think \
             else None
+        self._depth_camera = CameraIdentity()
         self._stats = _Stats()
         self._input_problems, self._input_level, self._last_error = (), OK, ""
         self._create_entities(emb, p["image_transport"])
@@ -422,7 +404,11 @@ class PolicyNode(LifecycleNode):
     def _load_runtime(self, emb: EmbodimentConfig, p: dict[str, Any]) -> Any:
         """Runs on the loader thread: no rclpy logging here (the executor thread logs the outcome)."""
         # Imported here: torch is only needed on the policy host, and only once configured.
-        from molmoact2_ros.backends.policy.molmoact2_runtime import MolmoAct2Runtime
+        from molmoact2_ros.backends.policy.molmoact2_runtime import MolmoAct2Runtime, require_policy_extra
+
+        # First: without torch every later step fails on some other missing module, which says nothing
+        # about what to install.
+        require_policy_extra()
 
         checkpoint = str(p["checkpoint"] or emb.policy.default_checkpoint)
         if checkpoint == "tiny":
@@ -552,7 +538,7 @@ class PolicyNode(LifecycleNode):
     # ---- inputs (executor thread) ------------------------------------------------------------
     def _frame_stamp(self, stamp: Any) -> float:
         # A source without timestamps (zero stamp): the best we know is the arrival time.
-        t = _stamp_s(stamp)
+        t = stamp_from_msg(stamp)
         return t if t > 0 else self.get_clock().now().nanoseconds * 1e-9
 
     def _add_frame(self, camera: str, stamp_s: float, decode: Callable[[], np.ndarray], fingerprint: int,
@@ -560,6 +546,14 @@ class PolicyNode(LifecycleNode):
         assembler = self._assembler
         if assembler is None:
             return
+        if self._think:
+            # The assembler decodes (on the inference thread) exactly the frames an observation uses: note
+            # which stream each came from, the first camera's identity for the depth buffer.
+            def decode_noting_source(decode: Callable[[], np.ndarray] = decode) -> np.ndarray:
+                image = decode()
+                self._used_frame_ids[camera] = frame_id
+                return image
+            decode = decode_noting_source
         assembler.add_frame(camera, stamp_s, decode, fingerprint, frame_id, error)
         with self._new_input:
             self._last_frame_rx = time.perf_counter()
@@ -683,7 +677,11 @@ class PolicyNode(LifecycleNode):
         kwargs: dict[str, Any] = {}
         if depth is not None:
             first = self._emb.camera_names[0] if self._emb is not None else ""
-            ticket = depth.take(instruction=obs.instruction, camera_epoch=assembly.camera_epochs.get(first, 0),
+            # Identity, not the assembler's epoch: that one also moves when frames resume after a pause
+            # longer than the camera's max_age_s, which is a gap (judged by stamps in the buffer), not
+            # another camera.
+            identity = (self._used_frame_ids.get(first, ""), assembly.frame_shapes.get(first))
+            ticket = depth.take(instruction=obs.instruction, camera_epoch=self._depth_camera.epoch_of(identity),
                                 stamp_s=obs.stamp_s)
             kwargs = {"enable_depth_reasoning": True, "depth_cache": ticket.cache}
         runtime = self._runtime

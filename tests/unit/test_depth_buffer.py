@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from molmoact2_ros.backends.policy.depth_buffer import DepthBuffer
+from molmoact2_ros.backends.policy.depth_buffer import CameraIdentity, DepthBuffer
 
 
 def cache(tag: int) -> dict:
@@ -80,3 +80,25 @@ def test_disabled_never_carries():
 def test_bad_gap():
     with pytest.raises(ValueError, match="max_gap_s"):
         DepthBuffer(max_gap_s=0)
+
+
+def test_camera_identity_numbers_identities_not_time():
+    ident = CameraIdentity()
+    assert [ident.epoch_of(("front", (480, 640, 3))) for _ in range(3)] == [0, 0, 0]
+    assert ident.epoch_of(("front", (240, 320, 3))) == 1  # resized: another stream
+    assert ident.epoch_of(("front", (240, 320, 3))) == 1
+    assert ident.epoch_of(("front_2", (240, 320, 3))) == 2  # another frame_id
+    assert ident.epoch_of(("front", (480, 640, 3))) == 3  # and back: a change again
+
+
+def test_a_pause_of_the_same_camera_is_a_gap_not_a_camera_change():
+    """The node passes identity epochs, so a camera that stopped for longer than max_gap_s and came back
+    resets as a gap; the same pause with a resized frame is a camera change (the scene itself changed)."""
+    ident = CameraIdentity()
+    buf = DepthBuffer(max_gap_s=1.0)
+    same = ("front", (480, 640, 3))
+    call(buf, 10.0, epoch=ident.epoch_of(same))
+    call(buf, 10.1, epoch=ident.epoch_of(same))
+    assert call(buf, 12.0, epoch=ident.epoch_of(same)).reset_reason == "gap"
+    assert call(buf, 14.0, epoch=ident.epoch_of(("front", (240, 320, 3)))).reset_reason == "camera_change"
+    assert buf.resets == {"start": 1, "gap": 1, "camera_change": 1}

@@ -7,20 +7,25 @@ same scene under the same task, so the buffer is reset (the next call re-predict
 
 - ``new_episode``: the node's ``~/reset`` service;
 - ``instruction``: the task changed;
-- ``camera_change``: the first camera's stream epoch changed (new frame size, new frame_id, capture
-  time going backwards, a resumed stream; see ``core.observation``);
+- ``camera_change``: the first camera is another one: its identity (frame_id, frame size) changed.
+  The caller numbers identities with :class:`CameraIdentity` and passes the epoch. Identity only, never
+  timing: a camera that paused or restarted is still the same camera (``core.observation``'s epochs
+  also move on a pause longer than the camera's ``max_age_s``, which made every pause a "camera change"
+  and left ``gap`` unreachable with the default limits);
 - ``gap``: more than ``max_gap_s`` between the capture times of consecutive calls (the world moved
-  while nobody looked), or capture time going backwards;
+  while nobody looked), or capture time going backwards: judged by observation stamps alone;
 - ``disabled``: the cache is switched off (every call re-predicts every cell; a reference point).
 
-A reset while a call is in flight wins: that call's cache is dropped when it comes back
-(:meth:`DepthBuffer.store` with a stale ticket). No rclpy, no torch.
+When several apply at once, the first in this order is counted: new_episode / instruction (explicit),
+camera_change (a different scene), gap. A reset while a call is in flight wins: that call's cache is
+dropped when it comes back (:meth:`DepthBuffer.store` with a stale ticket). No rclpy, no torch.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +39,22 @@ class DepthTicket:
     cache: dict[str, Any] | None
     generation: int
     reset_reason: str  # why this call starts from an empty buffer; "" when it carries a cache
+
+
+class CameraIdentity:
+    """Numbers the identities a camera stream has had (e.g. ``(frame_id, frame shape)``): the epoch for
+    :meth:`DepthBuffer.take`. Used from one thread (the inference thread)."""
+
+    def __init__(self) -> None:
+        self._last: Hashable | None = None
+        self.epoch = 0
+
+    def epoch_of(self, identity: Hashable) -> int:
+        """The epoch of the frame with ``identity``: the previous one's, plus one if the identity changed."""
+        if self._last is not None and identity != self._last:
+            self.epoch += 1
+        self._last = identity
+        return self.epoch
 
 
 class DepthBuffer:
@@ -65,7 +86,8 @@ class DepthBuffer:
         self._pending_reason = reason
 
     def take(self, *, instruction: str, camera_epoch: int, stamp_s: float) -> DepthTicket:
-        """The cache to pass to the call about to run on an observation captured at ``stamp_s``."""
+        """The cache to pass to the call about to run on an observation captured at ``stamp_s``, whose first
+        camera has identity epoch ``camera_epoch`` (:class:`CameraIdentity`)."""
         with self._lock:
             if self._cache is not None:
                 reason = ""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import json
 import logging
 import math
@@ -50,6 +51,33 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$
 
 class InferenceError(MolmoAct2RosError):
     """The model failed during one inference (out of memory, depth decoding did not finish, ...)."""
+
+
+# What the policy node needs beyond the base install: the `policy` extra (README, install by host role).
+POLICY_EXTRA_MODULES = ("torch", "transformers", "huggingface_hub", "safetensors")
+POLICY_EXTRA_HINT = ("install the `policy` extra on the policy host: pip install 'molmoact2_ros[policy]' "
+                     "(torch, LeRobot 0.6.1, transformers; a robot PC runs perception and drivers without it)")
+
+
+def require_policy_extra() -> None:
+    """Raise ConfigError naming the missing modules when this host lacks the ``policy`` extra.
+
+    Without it the first failure would be whatever module happens to be imported first (on a robot PC:
+    "No module named 'huggingface_hub'"), which says nothing about what to install. Imports torch (the
+    runtime needs it next anyway), so a broken torch (a missing CUDA library) is reported here too.
+    """
+    missing = []
+    for name in POLICY_EXTRA_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            inner = exc.name or name
+            missing.append(name if inner.split(".")[0] == name else f"{name} (needs {inner})")
+        except (ImportError, OSError) as exc:  # installed but broken: a shared library that does not load
+            missing.append(f"{name} (installed but fails to import: {_first_line(exc)})")
+    if missing:
+        raise ConfigError(f"the policy node needs torch and the `policy` extra; missing on this host: "
+                          f"{', '.join(missing)}; {POLICY_EXTRA_HINT}")
 
 
 def is_hub_id(checkpoint: str | Path) -> bool:
@@ -181,7 +209,10 @@ def _check_hub_checkpoint(
 ) -> dict[str, Any]:
     try:
         from huggingface_hub import hf_hub_download
-
+    except ImportError as exc:
+        raise ConfigError(f"checking {repo_id!r} on the Hugging Face Hub needs huggingface_hub, missing on this "
+                          f"host ({exc}); {POLICY_EXTRA_HINT}") from exc
+    try:
         path = hf_hub_download(repo_id, NORM_STATS_FILE, repo_type="model")
     except Exception as exc:  # hub errors come in many types (HTTP, offline, not found, auth)
         raise CheckpointError(
@@ -319,6 +350,7 @@ class MolmoAct2Runtime:
         action_mode: str = "continuous",
         action_tokenizer_dir: str | Path | None = None,
     ) -> None:
+        require_policy_extra()
         if action_mode not in ACTION_MODES:
             raise ConfigError(f"action mode {action_mode!r} is not allowed: use one of {', '.join(ACTION_MODES)}")
         if dtype not in DTYPES:
