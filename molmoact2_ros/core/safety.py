@@ -40,17 +40,13 @@ from typing import Any
 import numpy as np
 
 from molmoact2_ros.core.chunk import ActionChunk
-from molmoact2_ros.core.chunk_validation import (  # noqa: F401 - REJECT_EMPTY..infer_rate_hz: transitional
-    REJECT_EMPTY,
+from molmoact2_ros.core.chunk_validation import (
     REJECT_ENTRY_TOO_FAR,
     REJECT_ESTOP,
     REJECT_FAULT,
     REJECT_INACTIVE,
-    REJECT_NO_STAMP,
     REJECT_OUT_OF_ORDER,
     REJECT_REASONS,
-    REJECT_SHAPE,
-    infer_rate_hz,
     validate_chunk,
 )
 from molmoact2_ros.core.embodiment import EmbodimentConfig

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -55,12 +56,11 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from molmoact2_ros.backends.hardware import HardwareInterface, make_hardware
-from molmoact2_ros.core.chunk import ActionChunk
-from molmoact2_ros.core.chunk_validation import REJECT_EMPTY, REJECT_NO_STAMP, REJECT_SHAPE, infer_rate_hz
 from molmoact2_ros.core.driver_core import DriverCore
 from molmoact2_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from molmoact2_ros.core.errors import ChunkRejected, ConfigError, HardwareError
 from molmoact2_ros.core.safety import SafetyStack, SafetyState
+from molmoact2_ros.nodes.contract import trajectory_to_chunk
 from molmoact2_ros.nodes.deferred_log import DeferredLog
 from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, percentiles_ms
 from molmoact2_ros.nodes.qos import CHUNK_QOS, CHUNK_TOPIC, ESTOP_TOPIC, JOINT_STATE_QOS, JOINT_STATES_TOPIC
@@ -81,31 +81,6 @@ ESTOP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=Re
 # At shutdown the loop keeps running until the arm has braked to a stop, at most this long past the
 # slowest joint's own stopping time.
 SHUTDOWN_BRAKE_MARGIN_S = 0.5
-
-
-def trajectory_to_chunk(msg: JointTrajectory, default_rate_hz: float) -> ActionChunk:
-    """A JointTrajectory (message contract) as an ActionChunk in the message's own joint order.
-
-    Raises ChunkRejected for what cannot be parsed (no stamp, no points, ragged points, bad
-    time_from_start); everything else is checked by ``core.safety.validate_chunk``.
-    """
-    stamp = msg.header.stamp
-    if stamp.sec == 0 and stamp.nanosec == 0:
-        raise ChunkRejected(REJECT_NO_STAMP, "header.stamp is zero; set it to the observation's capture time")
-    if not msg.points:
-        raise ChunkRejected(REJECT_EMPTY, "trajectory has no points")
-    names = list(msg.joint_names)
-    rows = []
-    for k, point in enumerate(msg.points):
-        if len(point.positions) != len(names):
-            raise ChunkRejected(
-                REJECT_SHAPE, f"point {k} has {len(point.positions)} positions for {len(names)} joint names"
-            )
-        rows.append(np.asarray(point.positions, dtype=np.float64))
-    times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
-    rate = infer_rate_hz(times, default_rate_hz)
-    return ActionChunk(joint_names=names, positions=np.stack(rows), stamp_s=stamp.sec + stamp.nanosec * 1e-9,
-                       rate_hz=rate)
 
 
 class DriverNode(LifecycleNode):
@@ -303,6 +278,9 @@ class DriverNode(LifecycleNode):
             except HardwareError as exc:
                 self._log_at_exit(f"disconnect failed: {exc}", error=True)
             self.hardware = None
+        # The e-stop executor's thread must not outlive the node: a thread still waiting in rcl when the
+        # process exits aborts it ("terminate called without an active exception").
+        self._stop_safety_inputs()
 
     def _brake_before_stopping(self) -> None:
         """A moving arm is braked to a stop by the still-running control loop before the loop ends: the last
@@ -366,7 +344,7 @@ class DriverNode(LifecycleNode):
     def _spin_safety_inputs(executor: SingleThreadedExecutor) -> None:
         try:
             executor.spin()
-        except (ExternalShutdownException, KeyboardInterrupt):
+        except (ExternalShutdownException, KeyboardInterrupt, InvalidHandle):
             pass  # the context is shutting down with the process
         except RuntimeError:
             pass  # a take racing the context's shutdown; the main executor reports real failures
@@ -374,12 +352,15 @@ class DriverNode(LifecycleNode):
     def _stop_safety_inputs(self) -> None:
         executor, node, thread = self._safety_executor, self._safety_node, self._safety_thread
         self._safety_executor, self._safety_node, self._safety_thread = None, None, None
-        if executor is not None:
-            executor.shutdown(timeout_sec=1.0)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=2.0)
-        if node is not None:
-            node.destroy_node()
+        try:
+            if executor is not None:
+                executor.shutdown(timeout_sec=1.0)
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5.0)
+            if node is not None:
+                node.destroy_node()
+        except (InvalidHandle, RCLError):
+            pass  # the context is already shut down (SIGINT): the entities went with it
 
     def _destroy_entities(self) -> None:
         self._stop_safety_inputs()
