@@ -327,10 +327,9 @@ def _wait_until_running(group: ProcessGroup, state: dict, opts: DemoOptions, pro
     deadline = time.monotonic() + opts.startup_timeout_s
     announced = False
     while time.monotonic() < deadline:
-        dead = group.exited()
-        if dead:
-            n = dead[0]
-            return f"{n.spec.name} exited during start-up (code {n.process.returncode}):\n{n.log_tail()}"
+        problem = group.first_problem()  # a node that reported why it did not start, or exited
+        if problem:
+            return problem
         policy = state["diag"].get(POLICY, {})
         if "configure failed" in policy.get("_message", ""):
             return f"policy node: {policy['_message']}"
@@ -351,10 +350,9 @@ def _run_for(group: ProcessGroup, state: dict, opts: DemoOptions) -> str:
     with tqdm(total=round(opts.duration_s), unit="s", disable=opts.quiet, leave=False,
               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s {postfix}") as bar:
         while (elapsed := time.monotonic() - t0) < opts.duration_s:
-            dead = group.exited()
-            if dead:
-                n = dead[0]
-                return f"{n.spec.name} exited while running (code {n.process.returncode}):\n{n.log_tail()}"
+            problem = group.first_problem()
+            if problem:
+                return problem
             driver = state["diag"].get(DRIVER, {})
             bar.set_postfix_str(f"chunks {state['chunks_seen']} | ticks {driver.get('ticks', 0)} | "
                                 f"driver {driver.get('state', '?')}", refresh=False)

@@ -9,10 +9,11 @@ Splicing. A new chunk replaces the old one at the current tick, not at its start
 blend ``(1 - w) * old(t) + w * new(t)`` over ``blend_ticks`` ticks with the smoothstep weight
 ``w = 3s^2 - 2s^3``: w and w' vanish at both ends, so position and velocity are continuous across the
 splice (peers jump here: EMBODIMENTS_AND_PEERS.md). The blend adds ``w' * (new - old)`` to the
-velocity, at most ``1.5 * |d| / T`` for a disagreement d over a blend of T seconds; given the joints'
-velocity limits, a splice whose plans disagree so much that this would exceed
-``BLEND_VELOCITY_FRACTION`` of a joint's limit is blended over longer (up to ``MAX_BLEND_FACTOR`` x
-``blend_ticks``), so the rate limiter downstream rarely has to step in.
+velocity, at most ``1.5 * |d| / T`` for a disagreement d over a blend of T seconds, and ``6 |d| / T^2`` to
+the acceleration; given the joints' velocity and acceleration limits, a splice whose plans disagree so
+much that either would exceed a third of a joint's limit (``BLEND_VELOCITY_FRACTION``,
+``BLEND_ACCELERATION_FRACTION``) is blended over longer (up to ``MAX_BLEND_FACTOR`` x ``blend_ticks``), so
+the driver's shaper downstream rarely has to step in.
 
 Latency. ``chunk.stamp_s`` is the capture time of the observation the chunk came from. Where the
 chunk is anchored is decided by the *measured* latency ``now - stamp`` and by what the robot did
@@ -52,6 +53,9 @@ MAX_BLEND_DEPTH = 8
 BLEND_VELOCITY_FRACTION = 1.0 / 3.0
 MAX_BLEND_FACTOR = 3.0
 SMOOTHSTEP_PEAK_SLOPE = 1.5  # max of d/ds (3s^2 - 2s^3), at s = 1/2
+SMOOTHSTEP_PEAK_CURVATURE = 6.0  # max of |d2/ds2 (3s^2 - 2s^3)|, at s = 0 and 1
+# The same share of a joint's acceleration limit for the blend's own acceleration (6 d / T^2).
+BLEND_ACCELERATION_FRACTION = 1.0 / 3.0
 # Motion intervals older than this many entries cannot matter: a chunk older than chunk_max_age_s is
 # rejected long before, and each interval spans at least one chunk.
 _MAX_INTERVALS = 32
@@ -194,9 +198,10 @@ class ChunkScheduler:
     """Time-indexed chunk execution with C1 splices; see the module docstring for the rules."""
 
     def __init__(self, dof: int, tick_rate_hz: float, blend_ticks: int = 4, max_steps: int | None = None,
-                 max_velocity: np.ndarray | None = None):
-        """``max_velocity`` (per joint, units/s): stretch blends whose disagreement would use more than
-        ``BLEND_VELOCITY_FRACTION`` of it (None: always ``blend_ticks``)."""
+                 max_velocity: np.ndarray | None = None, max_acceleration: np.ndarray | None = None):
+        """``max_velocity`` / ``max_acceleration`` (per joint, units/s, units/s^2): stretch blends whose
+        disagreement would use more than ``BLEND_VELOCITY_FRACTION`` / ``BLEND_ACCELERATION_FRACTION`` of them
+        (None: that limit does not stretch blends; neither given: always ``blend_ticks``)."""
         if dof <= 0:
             raise ValueError(f"dof must be positive, got {dof}")
         if not tick_rate_hz > 0:
@@ -208,6 +213,7 @@ class ChunkScheduler:
         self.blend_ticks = int(blend_ticks)
         self.max_steps = max_steps
         self.max_velocity = None if max_velocity is None else np.asarray(max_velocity, dtype=np.float64)
+        self.max_acceleration = None if max_acceleration is None else np.asarray(max_acceleration, dtype=np.float64)
         self.stats = SchedulerStats()
         self._traj: _Trajectory | None = None
         self._newest: _ChunkTrajectory | None = None
@@ -223,6 +229,7 @@ class ChunkScheduler:
             blend_ticks=embodiment.chunk.blend_ticks,
             max_steps=embodiment.chunk.n_action_steps,
             max_velocity=embodiment.max_velocity,
+            max_acceleration=embodiment.max_acceleration,
         )
 
     # ---- state ------------------------------------------------------------------------------
@@ -374,10 +381,18 @@ class ChunkScheduler:
     # ---- internals --------------------------------------------------------------------------
     def _blend_duration_for(self, disagreement: np.ndarray) -> float:
         base = self.blend_duration_s
-        if self.max_velocity is None:
+        if self.max_velocity is None and self.max_acceleration is None:
             return base
+        d = np.abs(disagreement)
+        needed = np.zeros_like(d)
         with np.errstate(divide="ignore", invalid="ignore"):
-            needed = SMOOTHSTEP_PEAK_SLOPE * np.abs(disagreement) / (BLEND_VELOCITY_FRACTION * self.max_velocity)
+            if self.max_velocity is not None:
+                needed = SMOOTHSTEP_PEAK_SLOPE * d / (BLEND_VELOCITY_FRACTION * self.max_velocity)
+            if self.max_acceleration is not None:
+                # A small disagreement over a short blend is a large acceleration (6 d / T^2): the driver's
+                # shaper would cut it, so blend long enough that it does not have to.
+                needed = np.maximum(needed, np.sqrt(SMOOTHSTEP_PEAK_CURVATURE * d
+                                                    / (BLEND_ACCELERATION_FRACTION * self.max_acceleration)))
         # A joint without a velocity limit (0) or a non-finite disagreement asks for the longest blend.
         needed = np.where(np.isfinite(needed), needed, np.inf)
         needed_s = float(np.max(needed)) if needed.size else 0.0

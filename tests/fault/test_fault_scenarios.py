@@ -238,7 +238,7 @@ def test_estop_during_motion_and_reset():
     assert np.all(held == held[0])
     assert rig.rejections.count("estop") >= 4
     # Someone pushes the arm aside while it is stopped; reset must not snap it back.
-    pushed = rig.arm.true_positions + 0.15
+    pushed = np.clip(rig.arm.true_positions + 0.15, rig.emb.lower, rig.emb.upper)
     rig.arm.set_positions(pushed)
     ok, message = rig.stack.reset()
     assert ok and "/estop topic" in message

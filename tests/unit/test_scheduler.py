@@ -292,3 +292,34 @@ def test_small_disagreement_keeps_the_configured_blend():
     s.accept(ramp_chunk(0.1, start=0.1 + 0.02), now_s=0.1, executing=True)
     assert s.stats.stretched_blends == 0
     assert s._traj.duration_s == pytest.approx(4 / RATE)
+
+
+def test_small_disagreement_at_a_high_tick_rate_stretches_the_blend_within_the_acceleration_limit():
+    """Franka at 100 Hz: successive chunks that start 0.011 rad apart (the model's 256-bin state rounding)
+    would be blended over 10 ticks at 6 d / T^2 = 6.6 rad/s^2, above panda_joint2's 3.75."""
+    from molmoact2_ros.core.embodiment import load_embodiment
+
+    emb = load_embodiment("franka_droid")
+
+    def run(stretch: bool) -> tuple[np.ndarray, ChunkScheduler]:
+        s = ChunkScheduler(emb.dof, emb.tick_rate_hz, blend_ticks=emb.chunk.blend_ticks,
+                           max_acceleration=emb.max_acceleration if stretch else None)
+        still = ActionChunk(emb.joint_names, np.tile(emb.home, (15, 1)), 0.0, emb.control_rate_hz)
+        s.accept(still, now_s=0.0, executing=False)
+        out = []
+        for i in range(60):
+            t = i / emb.tick_rate_hz
+            if i == 5:
+                shifted = emb.home.copy()
+                shifted[1] += 0.011
+                s.accept(ActionChunk(emb.joint_names, np.tile(shifted, (15, 1)), t, emb.control_rate_hz),
+                         now_s=t, executing=True)
+            out.append(s.target(t)[1])
+        return np.array(out), s
+
+    fixed, _ = run(False)
+    stretched, s = run(True)
+    accel = lambda x: np.max(np.abs(np.diff(x, 2))) * emb.tick_rate_hz**2  # noqa: E731
+    assert accel(fixed) > emb.max_acceleration[1]
+    assert accel(stretched) <= emb.max_acceleration[1] / 3 * 1.05  # a third of the limit, discretised
+    assert s.stats.stretched_blends == 1 and stretched[-1] == pytest.approx(emb.home[1] + 0.011)
