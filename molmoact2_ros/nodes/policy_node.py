@@ -115,7 +115,7 @@ def _positive(value: Any) -> str:
 PARAMS: dict[str, tuple[Any, str, Callable[[Any], str] | None]] = {
     "embodiment": ("so101", "built-in embodiment name or path to an embodiment YAML", None),
     "checkpoint": ("", "checkpoint dir or Hugging Face id; '' = the embodiment's default; 'tiny' = a tiny "
-                       "random checkpoint built from the real MolmoAct2 code (demo/tests)", None),
+                       "checkpoint of the real MolmoAct2 code computing a scripted motion (demo/tests)", None),
     "norm_tag": ("", "norm_stats tag; '' = the embodiment's", None),
     "device": ("cpu", "torch device: cpu, cuda, cuda:1, ...", None),
     "dtype": ("fp32", "fp32 or bf16", _is_one_of(DTYPES)),
@@ -452,8 +452,8 @@ class PolicyNode(LifecycleNode):
 
         if (Path(checkpoint).expanduser() / MANIFEST_NAME).is_file():
             raise ConfigError(
-                f"action_mode 'discrete' needs trained weights, but {checkpoint} is a tiny randomly initialised "
-                "checkpoint whose discrete head never emits a decodable action chunk; use action_mode "
+                f"action_mode 'discrete' needs trained weights, but {checkpoint} is a tiny built checkpoint "
+                "whose discrete head never emits a decodable action chunk; use action_mode "
                 "'continuous' or a released MolmoAct2 checkpoint")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
