@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("make-tiny-checkpoint",
-                       help="write a tiny checkpoint of the real MolmoAct2 code whose weights compute a scripted motion")
+                       help="write a tiny checkpoint of the real MolmoAct2 code that computes a scripted motion")
     p.add_argument("out", help="output directory")
     _add_embodiment(p)
     p.add_argument("--think", action="store_true", help="Think variant (depth reasoning terminates)")
