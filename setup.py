@@ -22,8 +22,9 @@ EXTRAS = {
     "franka": ["pylibfranka"],
     "realsense": ["pyrealsense2"],
     # pyrealsense2 here too: the RealSense source is tested through its software device and recordings.
+    # lerobot[async]: benchmarks/bench_splice.py compares against LeRobot's own async-client aggregation.
     "dev": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "ruff>=0.6", "mypy>=1.10", "matplotlib",
-            "pyrealsense2"],
+            "pyrealsense2", "lerobot[async]==0.6.1"],
 }
 
 setup(

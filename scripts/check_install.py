@@ -32,7 +32,8 @@ MODULES = {
     "franka": ("pylibfranka",),
     # pyrealsense2 loads the system's libusb-1.0 (scripts/setup.sh installs it with apt).
     "realsense": ("pyrealsense2",),
-    "dev": ("pytest", "pytest_timeout", "hypothesis", "mypy", "matplotlib", "pyrealsense2"),
+    "dev": ("pytest", "pytest_timeout", "hypothesis", "mypy", "matplotlib", "pyrealsense2", "grpc",
+            "lerobot.async_inference.robot_client"),
 }
 HINTS = {"pyrealsense2": " (it needs the system library libusb-1.0: apt-get install libusb-1.0-0)"}
 
