@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from molmoact2_ros.nodes.runtime_env import private_domain_id
+from molmoact2_ros.nodes.runtime_env import unused_domain_id
 
 # Before rclpy is imported anywhere: every process of this run stays on loopback, in a domain of its own
 # (chosen in main: unused_domain_id; the driver processes inherit it).
@@ -259,31 +259,6 @@ def measure(feeder: Feeder, rate_hz: float, seconds: float, workdir: Path, prior
     return out
 
 
-def unused_domain_id(first: int, tries: int = 20, listen_s: float = 1.0) -> int:
-    """This run's ROS_DOMAIN_ID: ``first`` (from the pid) unless other nodes are already there (other sessions'
-    tests on a shared machine: their /joint_states and /diagnostics would mix with ours), else the next
-    free one in 1..101."""
-    import rclpy
-
-    domain = first
-    for k in range(tries):
-        domain = 1 + (first - 1 + k) % 101
-        ctx = rclpy.Context()
-        rclpy.init(context=ctx, domain_id=domain)
-        try:
-            node = rclpy.create_node("bench_domain_probe", context=ctx)
-            time.sleep(listen_s)
-            others = [n for n in node.get_node_names() if n != "bench_domain_probe"]
-            node.destroy_node()
-        finally:
-            rclpy.try_shutdown(context=ctx)
-        if not others:
-            return domain
-        print(f"  ROS domain {domain} is in use by {len(others)} other node(s); trying the next one",
-              file=sys.stderr, flush=True)
-    return domain
-
-
 def _ratio(value: float, idle: float) -> str:
     return f"{value / idle:.2f}" if idle > 0 else "-"
 
@@ -300,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.inference_worker:
         return inference_worker()
 
-    os.environ["ROS_DOMAIN_ID"] = str(unused_domain_id(private_domain_id(os.getpid())))
+    os.environ["ROS_DOMAIN_ID"] = str(unused_domain_id())
     conditions = ["idle", "inference"] + ([] if args.no_nice else ["inference, nice 19"])
     results: dict[tuple[str, float], dict[str, Any]] = {}
     inference_latency: dict[str, list[float]] = {}

@@ -31,9 +31,9 @@ def main() -> int:
     ap.add_argument("--embodiments", default=",".join(EMBODIMENTS))
     args = ap.parse_args()
 
-    from molmoact2_ros.nodes.runtime_env import private_domain_id
+    from molmoact2_ros.nodes.runtime_env import unused_domain_id
 
-    os.environ.setdefault("ROS_DOMAIN_ID", str(private_domain_id()))
+    os.environ.setdefault("ROS_DOMAIN_ID", str(unused_domain_id()))
     from estop_latency import measure_estop
     from node_harness import DriverHarness
 

@@ -55,7 +55,7 @@ import time
 
 import numpy as np
 
-from molmoact2_ros.nodes.runtime_env import private_domain_id
+from molmoact2_ros.nodes.runtime_env import unused_domain_id
 
 EMBODIMENT = "so101"
 INSTRUCTION = "pick up the red cube and place it in the bowl"
@@ -85,30 +85,6 @@ if RIG_FLAG not in sys.argv:
 # Before rclpy is imported anywhere: this run stays on loopback, in a ROS domain of its own (chosen in
 # main: unused_domain_id; the rig process inherits it).
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-
-
-def unused_domain_id(first: int, tries: int = 20, listen_s: float = 1.0) -> int:
-    """This run's ROS_DOMAIN_ID: ``first`` (from the pid) unless other nodes are already there (other sessions'
-    tests on a shared machine: their frames, joint states and chunks would mix with ours), else the next
-    free one in 1..101."""
-    import rclpy
-
-    domain = first
-    for k in range(tries):
-        domain = 1 + (first - 1 + k) % 101
-        ctx = rclpy.Context()
-        rclpy.init(context=ctx, domain_id=domain)
-        try:
-            node = rclpy.create_node("bench_domain_probe", context=ctx)
-            time.sleep(listen_s)
-            others = [n for n in node.get_node_names() if n != "bench_domain_probe"]
-            node.destroy_node()
-        finally:
-            rclpy.try_shutdown(context=ctx)
-        if not others:
-            return domain
-        print(f"ROS domain {domain} is in use by {len(others)} other node(s); trying the next one", flush=True)
-    return domain
 
 
 def scene(i: int, height: int, width: int, seed: int) -> np.ndarray:
@@ -451,7 +427,7 @@ def main() -> int:
         i = sys.argv.index(RIG_FLAG)
         return rig(sys.argv[i + 1], float(sys.argv[i + 2]))
     args = parser.parse_args()
-    os.environ["ROS_DOMAIN_ID"] = str(unused_domain_id(private_domain_id(os.getpid())))
+    os.environ["ROS_DOMAIN_ID"] = str(unused_domain_id())
     import platform
 
     import torch

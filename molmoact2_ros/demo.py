@@ -27,7 +27,7 @@ import numpy as np
 from molmoact2_ros.bringup import BringupOptions, describe
 from molmoact2_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from molmoact2_ros.core.errors import MolmoAct2RosError
-from molmoact2_ros.nodes.runtime_env import apply_local_ros_defaults, private_domain_id
+from molmoact2_ros.nodes.runtime_env import apply_local_ros_defaults, unused_domain_id
 from molmoact2_ros.process_runner import ProcessGroup
 
 POLICY, DRIVER, PERCEPTION = "molmoact2_policy", "molmoact2_driver", "molmoact2_perception"
@@ -245,7 +245,8 @@ def _monitor(env_ready: threading.Event, stop: threading.Event, state: dict, ins
 def run_demo(opts: DemoOptions, progress=print) -> DemoResult:
     emb = load_embodiment(opts.embodiment)
     apply_local_ros_defaults()
-    os.environ.setdefault("ROS_DOMAIN_ID", str(private_domain_id()))
+    if "ROS_DOMAIN_ID" not in os.environ:  # a domain no other run on this host is using
+        os.environ["ROS_DOMAIN_ID"] = str(unused_domain_id())
     checkpoint = resolve_checkpoint(emb, opts.checkpoint, progress)
     specs = describe(BringupOptions(
         embodiment=emb.source_path, checkpoint=checkpoint, instruction=opts.instruction,

@@ -71,6 +71,34 @@ def _await_startup(node: Any, executor: Any, context_ok: Callable[[], bool]) -> 
     return ""
 
 
+def unused_domain_id(first: int | None = None, tries: int = 20, listen_s: float = 1.0) -> int:
+    """A ROS_DOMAIN_ID for a self-contained local run that no other node is using: ``first`` (default: from
+    the pid, :func:`private_domain_id`) unless nodes answer there within ``listen_s`` (another session's
+    run on a shared machine: its topics would mix with ours), else the next free one in 1..101. Discovery
+    stays on this host while probing. Needs rclpy."""
+    import time
+
+    import rclpy
+
+    apply_local_ros_defaults()
+    start = private_domain_id() if first is None else first
+    domain = start
+    for k in range(tries):
+        domain = 1 + (start - 1 + k) % 101
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx, domain_id=domain)
+        try:
+            node = rclpy.create_node("molmoact2_domain_probe", context=ctx)
+            time.sleep(listen_s)
+            others = [n for n in node.get_node_names() if n != "molmoact2_domain_probe"]
+            node.destroy_node()
+        finally:
+            rclpy.try_shutdown(context=ctx)
+        if not others:
+            return domain
+    return domain
+
+
 def spin_node(make_node: Callable[[], Any], *, before_spin: Callable[[Any], None] | None = None,
               args: list[str] | None = None) -> None:
     """The one ``main()`` body every node shares: local DDS defaults, init, spin until SIGINT/SIGTERM,
