@@ -164,8 +164,17 @@ class DriverHarness:
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.driver)
         self.executor.add_node(self.probe)
-        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spinning = threading.Event()
+        self._spinning.set()
+        self._spin = threading.Thread(target=self._spin_until_closed, daemon=True)
         self._spin.start()
+
+    def _spin_until_closed(self) -> None:
+        # spin_once in a loop, not executor.spin(): close() stops this thread before shutting the executor
+        # down, because rclpy's shutdown can destroy its guard condition under a callback still being
+        # dispatched (InvalidHandle in the spin thread, seen with large chunks in flight).
+        while self._spinning.is_set() and self.ctx.ok():
+            self.executor.spin_once(timeout_sec=0.05)
 
     def _on_js(self, msg: JointState) -> None:
         order = [list(msg.name).index(n) for n in self.emb.joint_names]
@@ -267,8 +276,9 @@ class DriverHarness:
     def close(self) -> None:
         for policy in self.policies:
             policy.stop()
-        self.executor.shutdown(timeout_sec=2.0)
-        self._spin.join(timeout=2.0)
+        self._spinning.clear()
+        self._spin.join(timeout=15.0)  # generous: a callback may still be parsing a large chunk
+        self.executor.shutdown(timeout_sec=5.0)
         self.driver.release()
         self.driver.destroy_node()
         self.probe.destroy_node()
