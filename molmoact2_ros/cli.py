@@ -56,20 +56,19 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     log_dir = Path(args.log_dir or f"/tmp/molmoact2_bringup_{os.getpid()}")
     group = ProcessGroup(specs, dict(os.environ), log_dir)
     stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    # Both explicitly: a process started from a script in the background inherits SIGINT ignored, and a
+    # supervisor (systemd, a container, a test) must still be able to stop the station with either.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.update(now=True))
     group.start()
     print(f"starting {', '.join(s.name for s in specs)}; logs in {log_dir}", flush=True)
-    problem = ""
-    try:
-        problem = group.wait_started(
-            timeout_s=args.startup_timeout or None, should_stop=lambda: stop["now"],
-            on_ready=lambda n: print(f"  {n.spec.name}: running", flush=True))
-        if not problem and not stop["now"]:
-            print(f"started {', '.join(s.name for s in specs)}; Ctrl-C stops", flush=True)
-            while not stop["now"] and not (problem := group.first_problem()):
-                time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
+    problem = group.wait_started(
+        timeout_s=args.startup_timeout or None, should_stop=lambda: stop["now"],
+        on_ready=lambda n: print(f"  {n.spec.name}: running", flush=True))
+    if not problem and not stop["now"]:
+        print(f"started {', '.join(s.name for s in specs)}; Ctrl-C stops", flush=True)
+        while not stop["now"] and not (problem := group.first_problem()):
+            time.sleep(0.2)
     codes = group.stop()
     if problem:
         print(f"molmoact2-ros: error: {problem}", file=sys.stderr)
