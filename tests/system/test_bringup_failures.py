@@ -76,9 +76,18 @@ class Run:
         return code
 
     def interrupt(self) -> int:
+        """Ctrl-C and its exit status. If it is still running 30 s later, SIGTERM (it stops its nodes the same
+        way) and fail: a test must not leave a station running behind it."""
         self.proc.send_signal(signal.SIGINT)
         try:
             return self.proc.wait(timeout=30.0)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30.0)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            raise
         finally:
             for r in self._readers:
                 r.join(timeout=5.0)
