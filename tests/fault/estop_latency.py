@@ -121,11 +121,13 @@ def measure_estop(h: DriverHarness, *, reliability: str = "best_effort", flood_s
     ticks = [(t, cycle.tick.state, cycle.sent) for t, _, cycle in h.ticks.since(t0)]
     first = next(i for i, (_, state, _) in enumerate(ticks) if state is SafetyState.ESTOP)
     writes = [(t, sent) for t, _, sent in ticks[max(first - 1, 0):] if sent is not None]
+    reaction = ticks[first][0] - t0
+    if not writes:  # nothing commanded yet (no chunk ran, no heartbeat): the e-stop had nothing to stop
+        return EstopLatency(h.emb.name, h.emb.tick_rate_hz, reliability, flood_steps, reaction, reaction, 0, speed)
     last_change = writes[0][0]
     for (_, a), (t, b) in itertools.pairwise(writes):
         if not np.array_equal(a, b):
             last_change = t
     braking = sum(1 for t, _ in writes[1:] if t <= last_change)
-    reaction = ticks[first][0] - t0
     return EstopLatency(h.emb.name, h.emb.tick_rate_hz, reliability, flood_steps, reaction,
                         max(last_change - t0, reaction), braking, speed)
