@@ -17,9 +17,11 @@ EXTRAS = {
     ],
     "bags": ["rosbags>=0.10"],
     "sim": ["mujoco>=3.2,<4", "gymnasium>=1.0"],
-    "so100": ["feetech-servo-sdk>=1.0", "pyserial>=3.5"],
-    "yam": ["dreamscale-i2rt", "python-can>=4.2"],
-    "franka": ["pylibfranka"],
+    # Robot PC hardware extras. so100: LeRobot's own Feetech bus and SO-follower calibration format (LeRobot
+    # depends on torch, so this extra brings torch to the robot PC too; docs/arms/so101.md says so).
+    "so100": ["lerobot[feetech]==0.6.1", "feetech-servo-sdk>=1.0,<2", "pyserial>=3.5"],
+    "yam": ["dreamscale-i2rt>=1.3.6,<2", "python-can>=4.5,<5"],
+    "franka": ["pylibfranka>=0.21,<0.22"],
     "realsense": ["pyrealsense2"],
     # pyrealsense2 here too: the RealSense source is tested through its software device and recordings.
     # lerobot[async]: benchmarks/bench_splice.py compares against LeRobot's own async-client aggregation.

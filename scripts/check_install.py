@@ -27,8 +27,8 @@ MODULES = {
             "lifecycle_msgs.msg"),
     "bags": ("rosbags.rosbag2", "rosbags.typesys"),
     "sim": ("mujoco", "gymnasium"),
-    "so100": ("serial",),
-    "yam": ("can",),
+    "so100": ("serial", "scservo_sdk", "lerobot.motors.feetech"),
+    "yam": ("can", "i2rt.motor_drivers.dm_driver"),
     "franka": ("pylibfranka",),
     # pyrealsense2 loads the system's libusb-1.0 (scripts/setup.sh installs it with apt).
     "realsense": ("pyrealsense2",),

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Idempotent setup from scratch: Python 3.12, a venv in .venv, and this package with the extras for a
-# pip-only all-in-one host (policy + ROS wheels + bags + dev tools). Re-running is cheap: pip is only
+# pip-only all-in-one host (policy + ROS wheels + bags + dev tools + the hardware libraries, which the
+# emulated-device tests drive). Re-running is cheap: pip is only
 # invoked when setup.py, the install check or the extras changed since the last successful install.
 # Any failure (apt, pip, the install check) fails this script with the failing step's output.
 #   EXTRAS=policy,ros     bash scripts/setup.sh   # choose host-role extras (README: install by host role)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${EXTRAS:-policy,ros,bags,dev}"
+EXTRAS="${EXTRAS:-policy,ros,bags,dev,so100,yam,franka}"
 VENV="${VENV:-.venv}"
 ROOT="$PWD"
 case "$VENV" in /*) VENV_ABS="$VENV" ;; *) VENV_ABS="$ROOT/$VENV" ;; esac

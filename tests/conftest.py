@@ -22,8 +22,8 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(private_domain_id()))
 
 REQUIRE_DEPS_VAR = "MOLMOACT2_ROS_REQUIRE_DEPS"
 # What the test command's install provides (scripts/setup.sh: extras policy, ros, bags, dev, checked by
-# scripts/check_install.py), by top-level module. Not here: the sim and hardware extras (mujoco, serial,
-# can, pylibfranka), which the test command does not install.
+# scripts/check_install.py), by top-level module. Not here: the sim extra (mujoco, gymnasium), which the
+# test command does not install.
 REQUIRED_MODULES = frozenset({
     # policy
     "torch", "transformers", "safetensors", "tokenizers", "huggingface_hub", "lerobot", "cv2",
@@ -34,6 +34,8 @@ REQUIRED_MODULES = frozenset({
     "rosbags",
     # dev
     "pytest_timeout", "hypothesis", "mypy", "matplotlib", "pyrealsense2",
+    # so100, yam, franka: the hardware libraries the emulated-device tests drive
+    "serial", "scservo_sdk", "can", "i2rt", "pylibfranka",
 })
 # pytest.importorskip's reasons: "could not import 'X': ..." and "module 'X' has __version__ ...".
 _IMPORT_SKIP = re.compile(r"(?:could not import|module) '([\w.]+)'")

@@ -406,7 +406,9 @@ def test_make_hardware_mock_and_unavailable_backends():
     hw = make_hardware(EMB)
     assert isinstance(hw, MockArm) and hw.time_constant_s == 0.05
     with pytest.raises(HardwareError, match="not available in this build"):
-        make_hardware(EMB, "feetech")
+        make_hardware(EMB, "mujoco")
+    with pytest.raises(HardwareError, match="has no emulated device"):
+        make_hardware(EMB, "mock", emulate=True)
     with pytest.raises(HardwareError, match="unknown hardware backend"):
         make_hardware(EMB, "warp_drive")
 
