@@ -5,7 +5,9 @@ get back what was actually sent, disconnect. Everything is in the embodiment's j
 units (``core.embodiment``). Backends raise ``HardwareError`` with an actionable message; the driver
 counts failures and latches a fault in the safety stack. No rclpy here.
 
-Three optional capabilities: ``ready`` (False while a connected backend has nothing to measure yet,
+Torque (or the motors' enable) goes on with the first ``write`` after ``connect`` or ``relax``, so a
+robot is energised only once the driver really commands it (active, out of shadow mode), never by
+``connect``. Four optional capabilities: ``relax_on_stop`` (below), ``ready`` (False while a connected backend has nothing to measure yet,
 e.g. before a ROS robot's first joint states), ``relax`` (stop holding: torque off or damping, for
 ``safety.fault_action: relax``) and ``needs_heartbeat`` (the motors fall into damping without a command
 every few hundred ms, like YAM's DM motors: the driver then commands the measured or last commanded pose
@@ -65,6 +67,13 @@ class HardwareInterface(ABC):
     @property
     def needs_heartbeat(self) -> bool:
         """Whether the motors need a command every tick even when nothing moves (damping otherwise)."""
+        return False
+
+    @property
+    def relax_on_stop(self) -> bool:
+        """Whether the driver relaxes the robot (torque off) when it stops driving it: lifecycle deactivate,
+        shutdown, Ctrl-C, SIGTERM (after braking to a stop), instead of holding the last command. Real
+        servo arms make it configurable (``torque_off_on_stop``); requires ``supports_relax``."""
         return False
 
     @property
