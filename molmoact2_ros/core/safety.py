@@ -397,6 +397,13 @@ class SafetyStack:
             self._enabled = False
             self._drop_motion(now_s)
 
+    def forget_command(self) -> None:
+        """The driver stopped driving and relaxed the robot (``relax_on_stop``): forget the last command, as
+        a relax fault does, so that the next motion re-engages at the measured pose through the startup
+        guard instead of driving the sagged arm back to where it was."""
+        with self._lock:
+            self._disarm()
+
     def set_shadow(self, shadow: bool) -> None:
         """Enter or leave shadow mode.
 

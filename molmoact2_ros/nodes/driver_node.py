@@ -131,6 +131,9 @@ class DriverNode(LifecycleNode):
 
         self.declare_parameter("embodiment", "so101", desc("built-in embodiment name or a YAML file path"))
         self.declare_parameter("backend", "", desc("hardware backend; empty: the embodiment's backend"))
+        self.declare_parameter("emulate_hardware", False, desc(
+            "run a real arm family's backend (feetech, i2rt, franka) against its emulated device in this "
+            "process: the real hardware library, no physical robot"))
         self.declare_parameter("autostart", True, desc("configure + activate at startup (no lifecycle CLI)"))
         self.declare_parameter(
             "shadow_mode", Parameter.Type.BOOL,
@@ -171,7 +174,8 @@ class DriverNode(LifecycleNode):
         try:
             emb = load_embodiment(embodiment_arg)
             backend = str(self._param("backend")) or emb.hardware.backend
-            hw = make_hardware(emb, backend, ros_node=self)
+            emulate = bool(self._param("emulate_hardware"))
+            hw = make_hardware(emb, backend, ros_node=self, emulate=emulate)
             hw.connect()
         except (ConfigError, HardwareError) as exc:
             self._configure_error = str(exc)
@@ -198,7 +202,8 @@ class DriverNode(LifecycleNode):
         shadow_note += ", heartbeat every tick" if hw.needs_heartbeat else ""
         log.info(
             f"configured {emb.name} ({emb.dof} joints, {emb.tick_rate_hz:g} Hz ticks, chunk steps at "
-            f"{emb.control_rate_hz:g} Hz) on backend {backend!r}, faults {fault_action}{shadow_note}"
+            f"{emb.control_rate_hz:g} Hz) on backend {backend!r}{' (EMULATED device)' if emulate else ''}, "
+            f"faults {fault_action}{shadow_note}"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -218,7 +223,13 @@ class DriverNode(LifecycleNode):
         if self.stack is not None:
             self.stack.disable(self._now_s())
         self._lifecycle = "inactive"
-        self.get_logger().info("inactive: holding position")
+        hw = self.hardware
+        if hw is not None and hw.relax_on_stop and hw.supports_relax:
+            # Braked to a stop first; the loop stays stopped until activate, so no heartbeat re-energises it.
+            self._relax_when_stopped()
+            self.get_logger().info(f"inactive: {hw.name} relaxed (torque_off_on_stop)")
+        else:
+            self.get_logger().info("inactive: holding position")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -252,35 +263,64 @@ class DriverNode(LifecycleNode):
         return self._configure_error or f"autostart left the driver {self._lifecycle}"
 
     def release(self) -> None:
-        """Brake to a stop, stop the control loop, write one last hold command, disconnect. Idempotent;
-        works after the ROS context is shut down (SIGINT/SIGTERM), so ``main`` can always call it."""
+        """Brake to a stop, stop the control loop, write one last hold command (or relax the robot where the
+        backend is set to ``relax_on_stop``), disconnect. Idempotent; works after the ROS context is shut
+        down (SIGINT/SIGTERM), so ``main`` can always call it."""
         self._brake_before_stopping()
-        self._stop_loop.set()
-        if self._loop_thread is not None and self._loop_thread is not threading.current_thread():
-            self._loop_thread.join(timeout=2.0)
-        self._loop_thread = None
+        self._stop_control_loop()
         with self._hw_lock:
             hw, stack = self.hardware, self.stack
             if hw is None:
                 return
+            relax = hw.relax_on_stop and hw.supports_relax
             if stack is not None:
                 stack.disable()
                 hold = stack.last_command
                 relaxed = self.core is not None and self.core.relaxed  # a relaxed robot stays relaxed
-                if hold is not None and not stack.shadow and hw.connected and not relaxed:
+                if hold is not None and not stack.shadow and hw.connected and not relaxed and not relax:
                     try:
                         hw.write(hold)
                     except HardwareError as exc:
                         self._log_at_exit(f"final hold command failed: {exc}", error=True)
+            if relax and hw.connected:
+                try:
+                    hw.relax()
+                except HardwareError as exc:
+                    self._log_at_exit(f"relaxing {hw.name} at shutdown failed: {exc}", error=True)
             try:
                 hw.disconnect()
-                self._log_at_exit(f"{hw.name} hardware: holding, disconnected")
+                self._log_at_exit(f"{hw.name} hardware: {'relaxed' if relax else 'holding'}, disconnected")
             except HardwareError as exc:
                 self._log_at_exit(f"disconnect failed: {exc}", error=True)
             self.hardware = None
         # The e-stop executor's thread must not outlive the node: a thread still waiting in rcl when the
         # process exits aborts it ("terminate called without an active exception").
         self._stop_safety_inputs()
+
+    def _stop_control_loop(self) -> None:
+        self._stop_loop.set()
+        if self._loop_thread is not None and self._loop_thread is not threading.current_thread():
+            self._loop_thread.join(timeout=2.0)
+        self._loop_thread = None
+
+    def _relax_when_stopped(self) -> None:
+        """Brake to a stop, stop the loop, relax the backend and forget the last command: re-activation then
+        re-engages at the measured pose through the startup guard."""
+        self._brake_before_stopping()
+        self._stop_control_loop()
+        with self._hw_lock:
+            hw, stack, core = self.hardware, self.stack, self.core
+            if hw is None or not hw.connected or (core is not None and core.relaxed):
+                return
+            try:
+                hw.relax()
+            except HardwareError as exc:
+                self.get_logger().error(f"relaxing {hw.name} failed: {exc}; it holds its last command")
+                return
+            if stack is not None:
+                stack.forget_command()
+            if core is not None:
+                core.relaxed = True
 
     def _brake_before_stopping(self) -> None:
         """A moving arm is braked to a stop by the still-running control loop before the loop ends: the last
@@ -407,6 +447,16 @@ class DriverNode(LifecycleNode):
         if self.stack is None:
             response.success, response.message = False, "driver is not configured"
             return response
+        if self.stack.state in (SafetyState.FAULT, SafetyState.ESTOP) and self.hardware is not None:
+            # The robot's own latched error (a Franka reflex) first: the driver's fault clears only after it.
+            try:
+                with self._hw_lock:
+                    if self.hardware is not None:
+                        self.hardware.recover()
+            except HardwareError as exc:
+                self.get_logger().error(f"reset refused: the robot did not recover: {exc}")
+                response.success, response.message = False, f"hardware recovery failed: {exc}"
+                return response
         ok, message = self.stack.reset()
         if not ok:
             self.get_logger().warning(f"reset refused: {message}")

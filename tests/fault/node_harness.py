@@ -151,6 +151,7 @@ class DriverHarness:
         self.commanded_stamps: list[float] = []  # header stamps (ROS time of the tick that wrote it)
         self.diag: dict[str, str] = {}
         self.diag_level = -1
+        self.diag_count = 0  # /diagnostics messages about the driver received
         self.states_seen: list[str] = []
         self.policies: list[PolicyStandIn] = []
         self.chunk_pub = self.probe.create_publisher(JointTrajectory, CHUNK_TOPIC, CHUNK_QOS)
@@ -192,6 +193,7 @@ class DriverHarness:
                 values = status_values(status)
                 with self._lock:
                     self.diag, self.diag_level = values, status.level[0]
+                    self.diag_count += 1
                     state = values.get("state", "")
                     if state and (not self.states_seen or self.states_seen[-1] != state):
                         self.states_seen.append(state)

@@ -7,14 +7,15 @@ counts failures and latches a fault in the safety stack. No rclpy here.
 
 Torque (or the motors' enable) goes on with the first ``write`` after ``connect`` or ``relax``, so a
 robot is energised only once the driver really commands it (active, out of shadow mode), never by
-``connect``. Four optional capabilities: ``relax_on_stop`` (below), ``ready`` (False while a connected backend has nothing to measure yet,
-e.g. before a ROS robot's first joint states), ``relax`` (stop holding: torque off or damping, for
-``safety.fault_action: relax``) and ``needs_heartbeat`` (the motors fall into damping without a command
-every few hundred ms, like YAM's DM motors: the driver then commands the measured or last commanded pose
-every tick even while idle or holding). A backend returns what it measures as it comes; malformed or
-non-finite values are judged by the safety stack, the same for every backend. Backends that talk to ROS
-topics (``ros_topic``) set ``needs_ros_node`` and get the driver node's handle from
-``make_hardware(..., ros_node=node)``.
+``connect``. Optional capabilities: ``ready`` (False while a connected backend has nothing to measure
+yet, e.g. before a ROS robot's first joint states), ``relax`` (stop holding: torque off or damping, for
+``safety.fault_action: relax``), ``relax_on_stop`` (relax instead of holding when the driver stops),
+``recover`` (clear the robot's own latched error on ``~/reset``) and ``needs_heartbeat`` (the motors fall
+into damping without a command every few hundred ms, like YAM's DM motors: the driver then commands the
+measured or last commanded pose every tick even while idle or holding). A backend returns what it
+measures as it comes; malformed or non-finite values are judged by the safety stack, the same for
+every backend. Backends that talk to ROS topics (``ros_topic``) set ``needs_ros_node`` and get the
+driver node's handle from ``make_hardware(..., ros_node=node)``.
 """
 
 from __future__ import annotations
@@ -85,6 +86,12 @@ class HardwareInterface(ABC):
     def relax(self) -> None:
         """Stop holding position (torque off / damping). Raises HardwareError where unsupported."""
         raise HardwareError(f"{self.name} backend cannot relax; the driver holds on faults instead")
+
+    def recover(self) -> None:
+        """Clear the robot's own latched error (Franka: automatic error recovery) so that motion can resume.
+        The driver calls it on ``~/reset`` before clearing its own fault; raises HardwareError if the robot
+        cannot recover. Default: nothing latched in the hardware to clear."""
+        return None
 
     @property
     def max_temperature_c(self) -> float | None:

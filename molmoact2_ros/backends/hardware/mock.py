@@ -55,7 +55,8 @@ class MockArm(HardwareInterface):
     name = "mock"
 
     def __init__(self, embodiment: EmbodimentConfig, *, time_constant_s: float | None = None,
-                 max_temperature_c: float | None = None, command_timeout_s: float | None = None, seed: int = 0,
+                 max_temperature_c: float | None = None, command_timeout_s: float | None = None,
+                 torque_off_on_stop: bool | None = None, seed: int = 0,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         super().__init__(embodiment)
         params = embodiment.hardware.params_for("mock")
@@ -71,6 +72,11 @@ class MockArm(HardwareInterface):
             raise HardwareError(f"mock backend: command_timeout_s must be positive seconds, not {timeout}")
         self.command_timeout_s = None if timeout is None else float(timeout)
         self.timeouts = 0  # times the motors fell into damping for want of a command
+        # Like a real servo arm's option: relax (torque off) instead of holding when the driver stops.
+        self.torque_off_on_stop = bool(torque_off_on_stop if torque_off_on_stop is not None
+                                       else params.get("torque_off_on_stop", False))
+        self.recoveries = 0  # recover() calls (the driver's ~/reset)
+        self.recover_error = False  # recover() raises HardwareError (a robot that cannot recover)
         self.faults = MockFaults()
         self._clock = clock
         self._sleep = sleep
@@ -96,6 +102,16 @@ class MockArm(HardwareInterface):
     @property
     def needs_heartbeat(self) -> bool:
         return self.command_timeout_s is not None
+
+    @property
+    def relax_on_stop(self) -> bool:
+        return self.torque_off_on_stop
+
+    def recover(self) -> None:
+        self._require_connected()
+        if self.recover_error:
+            raise HardwareError("mock backend: injected recovery failure (recover_error)")
+        self.recoveries += 1
 
     @property
     def relaxed(self) -> bool:
