@@ -1,4 +1,4 @@
-"""ros2 launch molmoact2_ros bringup.launch.py embodiment:=so101 [backend:=mock checkpoint:=tiny ...]
+"""ros2 launch molmoact2_ros bringup.launch.py embodiment:=so101 [backend:=feetech emulate_hardware:=true ...]
 
 A thin adapter over molmoact2_ros.bringup.describe(): the pip path (`molmoact2-ros bringup`) reads the
 same description, so both start the same nodes with the same parameters.
@@ -14,6 +14,7 @@ from molmoact2_ros.bringup import PACKAGE, BringupOptions, describe
 ARGS = {
     "embodiment": ("so101", "built-in embodiment name or path to an embodiment YAML"),
     "backend": ("", "hardware backend; '' = the embodiment's"),
+    "emulate_hardware": ("false", "true: the real arm family's backend against its emulated device (no robot)"),
     "camera_source": ("", "camera source for every camera; '' = per camera from the embodiment"),
     "checkpoint": ("", "checkpoint dir, Hugging Face id, or 'tiny'; '' = the embodiment's default"),
     "device": ("cpu", "torch device for the policy node (cuda on a GPU host)"),
@@ -32,7 +33,8 @@ ARGS = {
 def _nodes(context):
     v = {k: LaunchConfiguration(k).perform(context) for k in ARGS}
     opts = BringupOptions(
-        embodiment=v["embodiment"], backend=v["backend"], camera_source=v["camera_source"],
+        embodiment=v["embodiment"], backend=v["backend"], emulate_hardware=v["emulate_hardware"] == "true",
+        camera_source=v["camera_source"],
         checkpoint=v["checkpoint"], device=v["device"], dtype=v["dtype"], instruction=v["instruction"],
         shadow_mode=v["shadow_mode"], torch_num_threads=int(v["torch_num_threads"]),
         with_perception=v["with_perception"] == "true", with_policy=v["with_policy"] == "true",

@@ -48,6 +48,8 @@ class NodeSpec:
 class BringupOptions:
     embodiment: str = "so101"
     backend: str = ""  # '' = the embodiment's hardware.backend
+    # The real arm family's backend against its emulated device (no robot); backend '' = the embodiment's family.
+    emulate_hardware: bool = False
     camera_source: str = ""  # '' = per camera, from the embodiment
     checkpoint: str = ""  # '' = the embodiment's default checkpoint; 'tiny' = built-in tiny one
     device: str = "cpu"
@@ -135,7 +137,13 @@ def describe(opts: BringupOptions) -> list[NodeSpec]:
             env=dict(env),
         ))
     if opts.with_driver:
-        params: dict[str, Any] = {"embodiment": emb_ref, "backend": opts.backend, "autostart": True}
+        backend = opts.backend
+        if opts.emulate_hardware and not backend:
+            from molmoact2_ros.backends.hardware import emulated_backend_for
+
+            backend = emulated_backend_for(emb)
+        params: dict[str, Any] = {"embodiment": emb_ref, "backend": backend, "autostart": True,
+                                  "emulate_hardware": bool(opts.emulate_hardware)}
         if opts.shadow_mode:
             params["shadow_mode"] = opts.shadow_mode == "true"
         specs.append(NodeSpec(

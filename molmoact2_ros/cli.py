@@ -28,7 +28,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     opts = DemoOptions(
         embodiment=args.embodiment, duration_s=args.duration, checkpoint=args.checkpoint,
         instruction=args.instruction, max_inference_rate_hz=args.max_inference_rate,
-        camera_fps=args.camera_fps, log_dir=args.log_dir or "", quiet=args.quiet,
+        camera_fps=args.camera_fps, log_dir=args.log_dir or "", quiet=args.quiet, hardware=args.hardware,
     )
     result = run_demo(opts)
     print(format_summary(load_embodiment(args.embodiment).name, result))
@@ -47,8 +47,9 @@ def cmd_bringup(args: argparse.Namespace) -> int:
 
     apply_local_ros_defaults()
     opts = BringupOptions(
-        embodiment=args.embodiment, backend=args.backend, camera_source=args.camera_source,
-        checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, instruction=args.instruction,
+        embodiment=args.embodiment, backend=args.backend, emulate_hardware=args.emulate_hardware,
+        camera_source=args.camera_source, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
+        instruction=args.instruction,
         shadow_mode=args.shadow_mode, with_perception=not args.no_perception,
         with_policy=not args.no_policy, with_driver=not args.no_driver,
     )
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "first use), run for --duration seconds, stop cleanly and print a summary. Exits 1 "
                        "if no chunk was executed.")
     _add_embodiment(p)
+    p.add_argument("--hardware", default="mock", choices=["mock", "emulated"],
+                   help="mock: the mock arm (default); emulated: the embodiment's real backend (feetech, i2rt, "
+                        "franka) through its real hardware library against an emulated device")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of closed loop (default: 20)")
     p.add_argument("--checkpoint", default="tiny", help="'tiny' (default) or a checkpoint directory")
     p.add_argument("--instruction", default="pick up the red cube and place it in the bowl")
@@ -130,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "reported ready; exits 1 with the reason if a node does not start or exits while "
                        "running.")
     _add_embodiment(p)
-    p.add_argument("--backend", default="", help="hardware backend; default: the embodiment's")
+    p.add_argument("--backend", default="", help="hardware backend (mock, ros_topic, feetech, i2rt, franka); "
+                   "default: the embodiment's")
+    p.add_argument("--emulate-hardware", action="store_true",
+                   help="run the real arm family's backend (the embodiment's, or --backend) against its emulated "
+                        "device in the driver process: the real hardware library, no robot")
     p.add_argument("--camera-source", default="", help="camera source for all cameras; default: per camera")
     p.add_argument("--checkpoint", default="", help="dir, hub id or 'tiny'; default: the embodiment's")
     p.add_argument("--device", default="cpu")

@@ -1,12 +1,13 @@
 """``molmoact2-ros demo``: the whole graph as separate processes for a bounded time, then a summary.
 
-Perception (synthetic cameras) -> policy (real MolmoAct2 code, tiny checkpoint built on first use)
--> driver (mock arm, scheduler + safety stack). A monitor node in this process publishes the
-instruction and listens to /diagnostics, to the measured ``/joint_states`` and to what the driver wrote
-(``/molmoact2_driver/commanded``, stamped like the ``/joint_states`` of the same tick). From those it
-reports each joint's travel and the largest tracking error, and checks every commanded value itself
-against the embodiment's limits: inside [lower, upper], and per tick no farther than
-``max_velocity_per_s / tick_rate_hz`` from the one before (a "safety violation" otherwise).
+Perception (synthetic cameras) -> policy (real MolmoAct2 code, tiny checkpoint built on first use) ->
+driver (scheduler + safety stack on the mock arm, or with ``--hardware emulated`` on the embodiment's
+real backend — LeRobot's Feetech bus, i2rt, pylibfranka — driving an emulated device). A monitor node in
+this process publishes the instruction and listens to /diagnostics, to the measured ``/joint_states``
+and to what the driver wrote (``/molmoact2_driver/commanded``, stamped like the ``/joint_states`` of the
+same tick). From those it reports each joint's travel and the largest tracking error, and checks every
+commanded value itself against the embodiment's limits: inside [lower, upper], and per tick no farther
+than ``max_velocity_per_s / tick_rate_hz`` from the one before (a "safety violation" otherwise).
 
 The run fails (exit 1) if the loop did not close (no chunk executed), if the driver faulted or was
 e-stopped, if any commanded value violated the limits, or if nothing moved.
@@ -24,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from molmoact2_ros.backends.hardware import emulated_backend_for
 from molmoact2_ros.bringup import BringupOptions, describe
 from molmoact2_ros.core.embodiment import EmbodimentConfig, load_embodiment
-from molmoact2_ros.core.errors import MolmoAct2RosError
+from molmoact2_ros.core.errors import ConfigError, MolmoAct2RosError
 from molmoact2_ros.nodes.runtime_env import apply_local_ros_defaults, unused_domain_id
 from molmoact2_ros.process_runner import ProcessGroup
 
@@ -51,6 +53,7 @@ class DemoOptions:
     startup_timeout_s: float = 180.0
     log_dir: str = ""
     quiet: bool = False
+    hardware: str = "mock"  # 'mock' or 'emulated' (the real backend against its emulated device)
 
 
 @dataclass
@@ -248,8 +251,14 @@ def run_demo(opts: DemoOptions, progress=print) -> DemoResult:
     if "ROS_DOMAIN_ID" not in os.environ:  # a domain no other run on this host is using
         os.environ["ROS_DOMAIN_ID"] = str(unused_domain_id())
     checkpoint = resolve_checkpoint(emb, opts.checkpoint, progress)
+    hardware: dict = {}
+    if opts.hardware == "emulated":
+        # The real backend through its real library; shadow mode off: nothing physical can move.
+        hardware = {"backend": emulated_backend_for(emb), "emulate_hardware": True, "shadow_mode": "false"}
+    elif opts.hardware != "mock":
+        raise ConfigError(f"--hardware must be 'mock' or 'emulated', not {opts.hardware!r}")
     specs = describe(BringupOptions(
-        embodiment=emb.source_path, checkpoint=checkpoint, instruction=opts.instruction,
+        embodiment=emb.source_path, checkpoint=checkpoint, instruction=opts.instruction, **hardware,
         max_inference_rate_hz=opts.max_inference_rate_hz, camera_fps=opts.camera_fps,
         # On a small host torch's default (a thread per core) starves the driver and perception.
         torch_num_threads=1 if (os.cpu_count() or 1) <= 4 else 0,
@@ -386,6 +395,7 @@ def format_summary(emb_name: str, res: DemoResult) -> str:
     rejected = _int(g(drv, "chunks_rejected", "0"))
     rows = [
         ("embodiment", emb_name),
+        ("hardware", g(drv, "backend") + (" (emulated device)" if g(drv, "hardware_emulated") == "True" else "")),
         ("camera frames published", str(frames) if per else "n/a"),
         ("inferences", g(pol, "inferences")),
         ("inference latency p50 / p99 / max (ms)",

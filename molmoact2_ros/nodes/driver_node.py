@@ -603,6 +603,7 @@ class DriverNode(LifecycleNode):
         values.update({
             "embodiment": emb.name,
             "backend": self.hardware.name if self.hardware is not None else "",
+            "hardware_emulated": bool(self._param("emulate_hardware")),
             "tick_rate_hz": emb.tick_rate_hz,
             "overruns": self._overruns,
             "control_thread_realtime": self._realtime,

@@ -43,3 +43,22 @@ def test_launch_file_arguments_cover_bringup_options():
     # Demo-only knobs are not launch arguments; everything else must be reachable from ros2 launch.
     assert fields - launch_args == {"max_inference_rate_hz", "camera_fps"}
     assert launch_args <= fields
+
+
+@pytest.mark.parametrize(("emb", "family"), [("so101", "feetech"), ("so100", "feetech"),
+                                             ("yam_bimanual", "i2rt"), ("franka_droid", "franka")])
+def test_emulated_hardware_picks_the_embodiments_real_family(emb, family):
+    driver = next(s for s in describe(BringupOptions(embodiment=emb, emulate_hardware=True))
+                  if s.name == "molmoact2_driver")
+    assert driver.parameters["backend"] == family and driver.parameters["emulate_hardware"] is True
+    plain = next(s for s in describe(BringupOptions(embodiment=emb)) if s.name == "molmoact2_driver")
+    assert plain.parameters["backend"] == "" and plain.parameters["emulate_hardware"] is False
+
+
+def test_emulating_a_backend_without_an_emulated_device_is_a_clear_error():
+    from molmoact2_ros.backends.hardware import make_hardware
+    from molmoact2_ros.core.embodiment import load_embodiment
+    from molmoact2_ros.core.errors import HardwareError
+
+    with pytest.raises(HardwareError, match="no emulated device"):
+        make_hardware(load_embodiment("so101"), "ros_topic", emulate=True)
