@@ -36,10 +36,13 @@ REJECT_ENTRY_TOO_FAR = "entry_too_far"
 REJECT_INACTIVE = "inactive"
 REJECT_ESTOP = "estop"
 REJECT_FAULT = "fault"
+REJECT_TOO_LONG = "too_long"  # more steps than chunk.max_steps: refused before its points are decoded
+REJECT_MALFORMED = "malformed"  # the message bytes are not a JointTrajectory
 REJECT_REASONS = (
     REJECT_EMPTY, REJECT_SHAPE, REJECT_JOINT_NAMES, REJECT_NON_FINITE, REJECT_OUT_OF_RANGE, REJECT_RATE,
     REJECT_TIME_FROM_START, REJECT_NO_STAMP, REJECT_FUTURE_STAMP, REJECT_TOO_OLD, REJECT_STEP_JUMP,
     REJECT_OUT_OF_ORDER, REJECT_EXPIRED, REJECT_ENTRY_TOO_FAR, REJECT_INACTIVE, REJECT_ESTOP, REJECT_FAULT,
+    REJECT_TOO_LONG, REJECT_MALFORMED,
 )
 
 # A chunk's step rate must match the embodiment's control rate to this relative tolerance: a policy

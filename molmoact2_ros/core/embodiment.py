@@ -158,6 +158,11 @@ class ChunkConfig(_Strict):
     action_horizon: int = Field(gt=0, le=1000, description="steps the model predicts per chunk")
     n_action_steps: int = Field(gt=0, le=1000, description="steps of each chunk the driver may execute")
     blend_ticks: int = Field(4, ge=0, le=1000, description="ticks over which a new chunk is blended in")
+    max_steps: int | None = Field(
+        None, gt=0, le=100_000,
+        description="longest chunk (steps) the driver accepts; longer ones are rejected before their points are "
+                    "decoded, so a huge message cannot hold up the control loop. Default: 4 × action_horizon",
+    )
 
     @model_validator(mode="after")
     def _steps_le_horizon(self) -> ChunkConfig:
@@ -165,7 +170,14 @@ class ChunkConfig(_Strict):
             raise ValueError(
                 f"n_action_steps ({self.n_action_steps}) cannot exceed action_horizon ({self.action_horizon})"
             )
+        if self.max_steps is not None and self.max_steps < self.action_horizon:
+            raise ValueError(f"max_steps ({self.max_steps}) is below action_horizon ({self.action_horizon}): "
+                             "the policy's own chunks would be rejected")
         return self
+
+    @property
+    def max_steps_accepted(self) -> int:
+        return self.max_steps if self.max_steps is not None else 4 * self.action_horizon
 
 
 class SafetyConfig(_Strict):

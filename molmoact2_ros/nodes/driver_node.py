@@ -56,10 +56,12 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from molmoact2_ros.backends.hardware import HardwareInterface, make_hardware
+from molmoact2_ros.core.chunk_validation import REJECT_TOO_LONG
 from molmoact2_ros.core.driver_core import DriverCore
 from molmoact2_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from molmoact2_ros.core.errors import ChunkRejected, ConfigError, HardwareError
 from molmoact2_ros.core.safety import SafetyStack, SafetyState
+from molmoact2_ros.nodes.chunk_cdr import decode_chunk
 from molmoact2_ros.nodes.contract import trajectory_to_chunk
 from molmoact2_ros.nodes.deferred_log import DeferredLog
 from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, percentiles_ms
@@ -113,6 +115,10 @@ class DriverNode(LifecycleNode):
         self._realtime = False
         self._last_state: SafetyState | None = None
         self._error_limit = int(self._param("hardware_error_limit"))
+        decode = str(self._param("chunk_decode"))
+        if decode not in ("cdr", "message"):
+            raise ValueError(f"chunk_decode must be 'cdr' or 'message', not {decode!r}")
+        self._raw_chunks = decode == "cdr"
         self._configure_error = ""
         self._lifecycle = "unconfigured"
         self._diagnostics = DiagnosticsPublisher(
@@ -153,6 +159,11 @@ class DriverNode(LifecycleNode):
         self.declare_parameter("period_error_window_ticks", PERIOD_ERROR_WINDOW, ParameterDescriptor(
             description="ticks over which /diagnostics reports the period error and tick duration percentiles",
             integer_range=[IntegerRange(from_value=10, to_value=1_000_000)]))
+        self.declare_parameter("chunk_decode", "cdr", ParameterDescriptor(
+            description="cdr: decode chunks from their serialized bytes, refusing ones longer than "
+                        "chunk.max_steps before reading their points (default); message: rclpy deserialisation "
+                        "(slower, holds the GIL per point; kept for comparison, benchmarks/bench_tick_gap.py)",
+            read_only=True))
         self.declare_parameter("hardware_ready_timeout_s", 5.0, ParameterDescriptor(
             description="a connected backend with no measurement yet (a ROS robot's first joint states) "
                         "for this long latches a hardware_not_ready fault",
@@ -355,8 +366,9 @@ class DriverNode(LifecycleNode):
         self._publishers_owned = [p for p in (self._joint_pub, self._commanded_pub, self._shadow_pub)
                                   if p is not None]
         self._subscriptions_owned = [
+            # raw: the bytes, decoded by nodes/chunk_cdr.py without building a Python object per point.
             self.create_subscription(JointTrajectory, CHUNK_TOPIC, self._on_chunk, CHUNK_QOS,
-                                     callback_group=inputs),
+                                     callback_group=inputs, raw=self._raw_chunks),
         ]
         self._start_safety_inputs()
 
@@ -413,13 +425,20 @@ class DriverNode(LifecycleNode):
         self._services_owned, self._subscriptions_owned, self._publishers_owned = [], [], []
 
     # ---- callbacks (executor threads) ----------------------------------------------------------
-    def _on_chunk(self, msg: JointTrajectory) -> None:
+    def _on_chunk(self, msg: JointTrajectory | bytes) -> None:
         stack, emb = self.stack, self.embodiment
         if stack is None or emb is None:
             return
         now = self._now_s()
+        max_steps = emb.chunk.max_steps_accepted
         try:
-            chunk = trajectory_to_chunk(msg, emb.control_rate_hz)
+            if isinstance(msg, bytes):
+                chunk = decode_chunk(msg, emb.control_rate_hz, max_steps)
+            elif len(msg.points) > max_steps:
+                raise ChunkRejected(REJECT_TOO_LONG, f"{len(msg.points)} steps; this driver accepts at most "
+                                                     f"{max_steps} (chunk.max_steps)")
+            else:
+                chunk = trajectory_to_chunk(msg, emb.control_rate_hz)
         except ChunkRejected as exc:
             stack.count_unparsed(exc.reason)
             self.get_logger().warning(f"rejected chunk: {exc}", throttle_duration_sec=1.0)
