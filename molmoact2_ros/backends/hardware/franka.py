@@ -1,0 +1,510 @@
+"""Franka Panda / FR3 + Franka Hand through pylibfranka's joint position control (backend ``franka``).
+
+The driver ticks at ``driver_rate_hz`` (100 Hz for ``franka_droid``); the robot wants a joint position
+command every millisecond. So a background thread runs pylibfranka's active control loop
+(``Robot.start_joint_position_control`` -> ``readOnce`` / ``writeOnce(JointPositions)``) at 1 kHz:
+``write()`` only sets the target (non-blocking); the thread moves a reference linearly from the last
+target to the new one over one driver period and tracks it with ``JointShaper``, which keeps every 1 kHz
+command inside Franka's own position, velocity, acceleration and jerk limits (``franka_shaping``): a
+target that would trip a reflex is approached along a jerk-limited path, never sent raw. ``write()``
+returns the target it will approach (inside the robot's position limits).
+
+Energising: ``connect()`` opens the robot and the hand, applies collision behaviour and joint impedance,
+and reads the state; the control loop starts with the first ``write()`` (target set first, from the
+measured pose). ``relax()`` brings the command to rest and ends the control loop (``motion_finished``):
+a Franka cannot be made limp safely through FCI (no torque-off; zero-torque control would leave a
+payload to gravity-compensation errors), so "relaxed" means *no client control running*: the robot holds
+its pose on its own (Idle mode), and the user stop engages its brakes. ``torque_off_on_stop`` (default
+True) makes the driver end the control loop when it stops; ``disconnect()`` always ends it (a control
+loop left without its client trips ``communication_constraints_violation``).
+
+Errors: a reflex or any pylibfranka exception in the 1 kHz thread ends the loop (the robot has already
+stopped itself) and is raised as HardwareError, naming libfranka's errors, by every following
+``read``/``write`` until ``recover()`` (the driver's ``~/reset``) runs ``automatic_error_recovery``. A
+robot found in Reflex or UserStopped mode is reported the same way.
+
+The hand runs on two threads of its own so it never blocks a tick: one polls its state, one executes
+commands (``move`` to open, ``grasp`` with ``gripper_force_n`` to close, so an object is held with force);
+a new command goes out only when the target moved more than ``gripper_deadband_m``, and an in-flight one
+is stopped first. Franka reports no joint temperatures over FCI: readings carry positions and velocities.
+
+``emulate=True`` runs the same code against ``emulated.franka_robot`` (a stand-in with pylibfranka's
+classes and the robot's reflexes) instead of the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from molmoact2_ros.backends.hardware.base import HardwareInterface, HardwareReading
+from molmoact2_ros.backends.hardware.franka_shaping import FRANKA_LIMITS, JointShaper, reference_duration
+from molmoact2_ros.core.embodiment import EmbodimentConfig
+from molmoact2_ros.core.errors import HardwareError
+
+DEFAULT_ROBOT_IP = "172.16.0.2"
+# libfranka examples' setDefaultBehavior (examples_common.cpp): collision thresholds and joint stiffness.
+DEFAULT_COLLISION_TORQUE_NM = (20.0, 20.0, 18.0, 18.0, 16.0, 14.0, 12.0)
+DEFAULT_COLLISION_FORCE_N = (20.0, 20.0, 20.0, 25.0, 25.0, 25.0)
+DEFAULT_JOINT_IMPEDANCE = (3000.0, 3000.0, 3000.0, 2500.0, 2500.0, 2000.0, 2000.0)
+STOP_TIMEOUT_S = 2.0  # bringing the command to rest and ending the loop; then Robot.stop()
+# The GIL hands over every 5 ms by default: far too coarse for a 1 kHz loop sharing the process.
+REALTIME_SWITCH_INTERVAL_S = 0.0002
+
+
+def _import_pylibfranka() -> Any:
+    try:
+        import pylibfranka
+    except ImportError as exc:
+        raise HardwareError(f"the franka backend needs pylibfranka ({exc}); install the extra: "
+                            "pip install 'molmoact2_ros[franka]'") from exc
+    return pylibfranka
+
+
+class FrankaArm(HardwareInterface):
+    """A Franka arm (7 joints) and optionally its hand, in the embodiment's joint order and units."""
+
+    name = "franka"
+
+    def __init__(self, embodiment: EmbodimentConfig, *, robot_ip: str = DEFAULT_ROBOT_IP,
+                 robot_model: str = "panda", realtime: str = "enforce", gripper: bool = True,
+                 gripper_speed_mps: float = 0.1, gripper_force_n: float = 20.0, gripper_deadband_m: float = 0.002,
+                 gripper_homing: bool = False, collision_torque_nm: list[float] | None = None,
+                 collision_force_n: list[float] | None = None, joint_impedance: list[float] | None = None,
+                 limit_fraction: float = 0.9, position_margin_rad: float = 0.01, torque_off_on_stop: bool = True,
+                 emulate: bool = False, library: Any | None = None):
+        super().__init__(embodiment)
+        if robot_model not in FRANKA_LIMITS:
+            raise HardwareError(f"franka backend: robot_model {robot_model!r} unknown; use one of "
+                                f"{', '.join(FRANKA_LIMITS)} (hardware.params.franka.robot_model)")
+        if realtime not in ("enforce", "ignore"):
+            raise HardwareError(f"franka backend: realtime must be 'enforce' or 'ignore', not {realtime!r}")
+        joints = embodiment.joints
+        self._arm_idx = [i for i, j in enumerate(joints) if j.type != "gripper"]
+        grippers = [i for i, j in enumerate(joints) if j.type == "gripper"]
+        if len(self._arm_idx) != 7 or len(grippers) > 1:
+            raise HardwareError(f"franka backend: {embodiment.name} must have 7 arm joints and at most one "
+                                f"gripper (has {len(self._arm_idx)} and {len(grippers)})")
+        self._grip_idx = grippers[0] if grippers and gripper else None
+        self._grip_normalized = self._grip_idx is not None and joints[self._grip_idx].unit == "normalized"
+        self.robot_ip = str(robot_ip)
+        self.robot_model = robot_model
+        self.realtime = realtime
+        self.gripper_speed_mps = float(gripper_speed_mps)
+        self.gripper_force_n = float(gripper_force_n)
+        self.gripper_deadband_m = float(gripper_deadband_m)
+        self.gripper_homing = bool(gripper_homing)
+        self.collision_torque_nm = list(collision_torque_nm or DEFAULT_COLLISION_TORQUE_NM)
+        self.collision_force_n = list(collision_force_n or DEFAULT_COLLISION_FORCE_N)
+        self.joint_impedance = list(joint_impedance or DEFAULT_JOINT_IMPEDANCE)
+        if len(self.collision_torque_nm) != 7 or len(self.collision_force_n) != 6 or len(self.joint_impedance) != 7:
+            raise HardwareError("franka backend: collision_torque_nm and joint_impedance take 7 values, "
+                                "collision_force_n 6 (hardware.params.franka)")
+        try:
+            self._shaper = JointShaper(FRANKA_LIMITS[robot_model], fraction=float(limit_fraction),
+                                       margin_rad=float(position_margin_rad))
+        except ValueError as exc:
+            raise HardwareError(f"franka backend: {exc} (hardware.params.franka)") from exc
+        self._torque_off_on_stop = bool(torque_off_on_stop)
+        self.emulate = bool(emulate)
+        self.emulated_device = None
+        self._lib = library
+        self._nominal_period_s = 1.0 / embodiment.tick_rate_hz
+        self._robot: Any = None
+        self._gripper: Any = None
+        self._lock = threading.Lock()  # robot calls outside the 1 kHz thread, and the shared state below
+        self._error: str | None = None  # latched until recover(): a reflex / library error
+        # the arm
+        self._control_thread: threading.Thread | None = None
+        self._stop_request = False
+        self._q = np.zeros(7)
+        self._dq = np.zeros(7)
+        self._ref_from = np.zeros(7)  # reference moves linearly from here to the target ...
+        self._target = np.zeros(7)
+        self._ref_t0 = 0.0  # ... starting at this time ...
+        self._ref_duration = self._nominal_period_s  # ... over this long
+        self._last_write_t: float | None = None
+        self.loop_cycles = 0
+        # the hand
+        self._grip_threads: list[threading.Thread] = []
+        self._grip_cond = threading.Condition()
+        self._grip_target: float | None = None  # metres, set by write()
+        self._grip_sent: float | None = None  # the goal of the command in flight or last done
+        self._grip_busy = False
+        self._grip_pending = False  # a target the command thread has not taken yet
+        self._grip_width = 0.0
+        self._grip_max_width = 0.0
+        self._grip_speed = 0.0
+        self._grip_state_t: float | None = None
+        self._grip_homed_this_session = False
+        self._grip_quit = False
+        self._grip_error: str | None = None
+        self.gripper_commands = 0
+
+    # ---- capabilities ------------------------------------------------------------------------------------
+    @property
+    def supports_relax(self) -> bool:
+        """Relax = end the control loop; the robot then holds its pose by itself (see the module doc)."""
+        return True
+
+    @property
+    def relax_on_stop(self) -> bool:
+        return self._torque_off_on_stop
+
+    @property
+    def control_running(self) -> bool:
+        thread = self._control_thread
+        return thread is not None and thread.is_alive()
+
+    # ---- connect / disconnect ----------------------------------------------------------------------------
+    def connect(self) -> None:
+        if self._connected:
+            return
+        lib = self._library()
+        where = f"franka robot at {self.robot_ip}"
+        try:
+            mode = lib.RealtimeConfig.kEnforce if self.realtime == "enforce" else lib.RealtimeConfig.kIgnore
+            self._robot = lib.Robot(self.robot_ip, mode)
+            self._robot.set_collision_behavior(self.collision_torque_nm, self.collision_torque_nm,
+                                               self.collision_force_n, self.collision_force_n)
+            self._robot.set_joint_impedance(self.joint_impedance)
+            state = self._robot.read_once()
+        except lib.RealtimeException as exc:
+            self._close(shutdown_device=False)
+            raise HardwareError(f"{where}: {exc}; run on a PREEMPT_RT kernel with rtprio for your user "
+                                "(docs/arms/franka.md), or set hardware.params.franka.realtime: ignore for a test "
+                                "bench") from exc
+        except Exception as exc:
+            self._close(shutdown_device=False)
+            raise HardwareError(f"{where}: cannot connect ({exc}); check the cable to the control box, that "
+                                f"the robot answers `ping {self.robot_ip}`, that FCI is activated in Desk and the "
+                                "joints are unlocked") from exc
+        self._store_state(state)
+        if self._grip_idx is not None:
+            try:
+                self._gripper = lib.Gripper(self.robot_ip)
+                self._store_grip_state(self._gripper.read_once())
+            except Exception as exc:
+                self._close(shutdown_device=False)
+                raise HardwareError(f"franka hand at {self.robot_ip}: cannot connect ({exc}); check the hand "
+                                    "is mounted and enabled in Desk, or set hardware.params.franka.gripper: "
+                                    "false") from exc
+            self._grip_quit = False
+            self._grip_threads = [threading.Thread(target=self._grip_state_loop, name="franka-hand-state",
+                                                   daemon=True),
+                                  threading.Thread(target=self._grip_command_loop, name="franka-hand-command",
+                                                   daemon=True)]
+            for t in self._grip_threads:
+                t.start()
+        if not self.emulate:
+            sys.setswitchinterval(REALTIME_SWITCH_INTERVAL_S)
+        self._connected = True
+
+    def disconnect(self) -> None:
+        """End the control loop (the robot holds its pose), stop the hand, close both. Safe twice."""
+        if self._robot is None and self._gripper is None and not self._grip_threads:
+            self._connected = False
+            return
+        with contextlib.suppress(HardwareError):
+            self._end_control()
+        self._connected = False
+        self._close()
+
+    def _close(self, shutdown_device: bool = True) -> None:
+        with self._grip_cond:
+            self._grip_quit = True
+            self._grip_cond.notify_all()
+        if self._gripper is not None:
+            with contextlib.suppress(Exception):
+                self._gripper.stop()  # ends an in-flight move/grasp so its thread can quit
+        for t in self._grip_threads:
+            t.join(timeout=5.0)
+        self._grip_threads = []
+        self._gripper = None
+        self._robot = None
+        if shutdown_device and self.emulated_device is not None:
+            self.emulated_device.shutdown()  # the emulator's own thread
+
+    def _library(self) -> Any:
+        if self._lib is None:
+            if self.emulate:
+                from molmoact2_ros.backends.hardware.emulated.franka_robot import (
+                    EmulatedFrankaDevice,
+                    EmulatedPylibfranka,
+                )
+
+                self.emulated_device = EmulatedFrankaDevice(self.robot_model, q0=self._emulated_start_pose())
+                self._lib = EmulatedPylibfranka(self.emulated_device)
+            else:
+                self._lib = _import_pylibfranka()
+        elif self.emulate and self.emulated_device is None:
+            self.emulated_device = getattr(self._lib, "device", None)
+        return self._lib
+
+    def _emulated_start_pose(self) -> np.ndarray:
+        return self._shaper.clip_target(self.embodiment.home[self._arm_idx])
+
+    # ---- read / write --------------------------------------------------------------------------------------
+    def read(self) -> HardwareReading:
+        self._require_connected()
+        self._raise_latched()
+        if not self.control_running:
+            try:
+                with self._lock:
+                    state = self._robot.read_once()
+            except Exception as exc:
+                raise HardwareError(f"franka robot at {self.robot_ip}: reading the state failed ({exc}); check "
+                                    "the network link to the control box") from exc
+            self._check_mode(state)
+            self._store_state(state)
+        with self._lock:
+            q, dq = self._q.copy(), self._dq.copy()
+        positions = np.zeros(self.embodiment.dof)
+        velocities = np.zeros(self.embodiment.dof)
+        positions[self._arm_idx], velocities[self._arm_idx] = q, dq
+        if self._grip_idx is not None:
+            with self._grip_cond:
+                width, speed, max_width = self._grip_width, self._grip_speed, self._grip_max_width
+            scale = 1.0 / max_width if self._grip_normalized and max_width > 0 else 1.0
+            positions[self._grip_idx] = width * scale
+            velocities[self._grip_idx] = speed * scale
+        return HardwareReading(positions=positions, velocities=velocities)
+
+    def write(self, positions: np.ndarray) -> np.ndarray:
+        self._require_connected()
+        cmd = self._check_command(positions)
+        self._raise_latched()
+        sent = cmd.copy()
+        target = self._shaper.clip_target(cmd[self._arm_idx])
+        sent[self._arm_idx] = target
+        now = time.monotonic()
+        with self._lock:
+            period = None if self._last_write_t is None else now - self._last_write_t
+            self._last_write_t = now
+            # The reference continues from where it is now toward the new target over one driver period.
+            self._ref_from = self._reference(now)[0]
+            self._target = target
+            self._ref_t0 = now
+            self._ref_duration = reference_duration(period, self._nominal_period_s)
+        if not self.control_running:
+            self._start_control()
+        if self._grip_idx is not None:
+            sent[self._grip_idx] = self._set_grip_target(float(cmd[self._grip_idx]))
+        return sent
+
+    def relax(self) -> None:
+        """End the control loop (brought to rest first); the robot holds its pose. Next write restarts it."""
+        self._require_connected()
+        self._end_control()
+
+    def recover(self) -> None:
+        """Clear a reflex: pylibfranka ``automatic_error_recovery``. The driver calls this on ``~/reset``."""
+        self._require_connected()
+        self._end_control()  # a loop is never running with an error latched; be sure anyway
+        where = f"franka robot at {self.robot_ip}"
+        try:
+            with self._lock:
+                state = self._robot.read_once()
+                stuck = (state.robot_mode != self._lib.RobotMode.Idle or bool(state.current_errors)
+                         or self._error is not None)
+                if stuck:
+                    self._robot.automatic_error_recovery()
+                    state = self._robot.read_once()
+        except Exception as exc:
+            raise HardwareError(f"{where}: automatic error recovery failed ({exc}); release the user stop if it "
+                                "is pressed, check Desk for errors that need a manual recovery") from exc
+        if bool(state.current_errors):
+            raise HardwareError(f"{where}: errors remain after recovery: {state.current_errors}; see Desk")
+        with self._lock:
+            self._error = None
+            self._store_state(state)
+        with self._grip_cond:
+            self._grip_error = None
+
+    # ---- the 1 kHz control loop ------------------------------------------------------------------------------
+    def _start_control(self) -> None:
+        lib = self._lib
+        try:
+            with self._lock:
+                control = self._robot.start_joint_position_control(lib.ControllerMode.JointImpedance)
+        except Exception as exc:
+            raise HardwareError(f"franka robot at {self.robot_ip}: starting joint position control failed "
+                                f"({exc}); check the robot is in Ready/Idle (joints unlocked, user stop "
+                                "released, no error in Desk), then ~/reset") from exc
+        self._stop_request = False
+        self._control_thread = threading.Thread(target=self._control_loop, args=(control,),
+                                                name="franka-1khz-control", daemon=True)
+        self._control_thread.start()
+
+    def _control_loop(self, control: Any) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # real-time priority where the user has rtprio
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(80))
+        lib = self._lib
+        try:
+            state, _ = control.readOnce()
+            self._store_state(state)
+            self._shaper.reset(np.asarray(state.q_d, dtype=np.float64))
+            while True:
+                with self._lock:
+                    stopping = self._stop_request
+                    if stopping:  # hold where the command is: the shaper brakes to rest
+                        self._ref_from = self._target = self._shaper.p.copy()
+                        self._ref_duration = self._nominal_period_s
+                    ref, ref_v = self._reference(time.monotonic())
+                q_c = self._shaper.step(ref, ref_v)
+                command = lib.JointPositions(q_c.tolist())
+                finished = stopping and self._shaper.at_rest
+                if finished:
+                    command.motion_finished = True
+                control.writeOnce(command)
+                self.loop_cycles += 1
+                if finished:
+                    return
+                state, _ = control.readOnce()
+                self._store_state(state)
+        except Exception as exc:
+            # The robot stopped itself (reflex) or the link broke: latch it for the driver.
+            with self._lock:
+                self._error = (f"franka robot at {self.robot_ip}: motion aborted ({_one_line(exc)}); the robot "
+                               "stopped and holds; find the cause, then call the driver's ~/reset (automatic "
+                               "error recovery)")
+
+    def _reference(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """The interpolated target at ``now`` and its velocity (callers hold the lock)."""
+        s = (now - self._ref_t0) / self._ref_duration
+        if s >= 1.0:
+            return self._target.copy(), np.zeros(7)
+        s = max(s, 0.0)
+        delta = self._target - self._ref_from
+        return self._ref_from + s * delta, delta / self._ref_duration
+
+    def _end_control(self) -> None:
+        thread = self._control_thread
+        if thread is None:
+            return
+        self._stop_request = True
+        thread.join(timeout=STOP_TIMEOUT_S)
+        if thread.is_alive():
+            # Did not come to rest in time (a stalled loop): the robot stops the motion itself.
+            try:
+                self._robot.stop()
+            except Exception as exc:
+                raise HardwareError(f"franka robot at {self.robot_ip}: stopping the motion failed ({exc})") from exc
+            thread.join(timeout=STOP_TIMEOUT_S)
+        self._control_thread = None
+
+    def _store_state(self, state: Any) -> None:
+        q = np.asarray(state.q, dtype=np.float64)
+        dq = np.asarray(state.dq, dtype=np.float64)
+        self._q, self._dq = q, dq
+
+    def _check_mode(self, state: Any) -> None:
+        mode = state.robot_mode
+        modes = self._lib.RobotMode
+        where = f"franka robot at {self.robot_ip}"
+        if mode == modes.UserStopped:
+            raise HardwareError(f"{where}: the user stop is pressed; release it, then call the driver's ~/reset")
+        if mode == modes.Reflex or bool(state.current_errors):
+            raise HardwareError(f"{where}: in {mode.name} mode with errors {state.current_errors}; find the cause, "
+                                "then call the driver's ~/reset (automatic error recovery)")
+
+    def _raise_latched(self) -> None:
+        with self._lock:
+            error = self._error
+        if error is None:
+            with self._grip_cond:
+                error, self._grip_error = self._grip_error, None  # one report per failed hand command
+        if error is not None:
+            raise HardwareError(error)
+
+    # ---- the hand ---------------------------------------------------------------------------------------------
+    def _set_grip_target(self, value: float) -> float:
+        with self._grip_cond:
+            max_width = self._grip_max_width
+            if max_width <= 0 and not self.gripper_homing:
+                raise HardwareError(f"franka hand at {self.robot_ip}: not homed (max width 0); home it in Desk or "
+                                    "set hardware.params.franka.gripper_homing: true")
+            limit = max_width if max_width > 0 else 0.08
+            width = value * limit if self._grip_normalized else value
+            width = float(np.clip(width, 0.0, limit))  # the hand's own stroke
+            self._grip_target = width
+            if self._grip_sent is None or abs(width - self._grip_sent) > self.gripper_deadband_m:
+                self._grip_pending = True
+                self._grip_cond.notify_all()
+        return width / limit if self._grip_normalized else width
+
+    def _store_grip_state(self, state: Any) -> None:
+        t = float(state.time.to_sec())
+        with self._grip_cond:
+            if self._grip_state_t is not None and t > self._grip_state_t:
+                self._grip_speed = (float(state.width) - self._grip_width) / (t - self._grip_state_t)
+            self._grip_width, self._grip_max_width, self._grip_state_t = (float(state.width),
+                                                                          float(state.max_width), t)
+
+    def _grip_state_loop(self) -> None:
+        """Poll the hand's state; stop an in-flight command the target has left behind."""
+        while True:
+            with self._grip_cond:
+                if self._grip_quit:
+                    return
+            try:
+                self._store_grip_state(self._gripper.read_once())
+                with self._grip_cond:
+                    stale = (self._grip_busy and self._grip_target is not None and self._grip_sent is not None
+                             and abs(self._grip_target - self._grip_sent) > self.gripper_deadband_m)
+                if stale:
+                    self._gripper.stop()
+            except Exception as exc:
+                with self._grip_cond:
+                    if self._grip_quit:
+                        return
+                    self._grip_error = f"franka hand at {self.robot_ip}: state read failed ({_one_line(exc)})"
+            time.sleep(0.01)  # the hand publishes its state at a few tens of Hz
+
+    def _grip_command_loop(self) -> None:
+        """Execute hand commands one at a time (they block until the fingers stop)."""
+        while True:
+            with self._grip_cond:
+                while not self._grip_quit and not self._grip_pending:
+                    self._grip_cond.wait(0.1)
+                if self._grip_quit:
+                    return
+                goal, width = self._grip_target, self._grip_width
+                home = self.gripper_homing and not self._grip_homed_this_session
+                self._grip_sent, self._grip_busy, self._grip_pending = goal, True, False
+            try:
+                if home:
+                    self._gripper.homing()
+                    self._grip_homed_this_session = True
+                    self._store_grip_state(self._gripper.read_once())
+                    with self._grip_cond:
+                        self._grip_sent, self._grip_pending = None, True  # now go to the goal
+                    continue
+                self.gripper_commands += 1
+                if goal < width - self.gripper_deadband_m:
+                    # Closing: a grasp holds what it closes on with force; wide epsilons = any width is fine.
+                    self._gripper.grasp(goal, self.gripper_speed_mps, self.gripper_force_n, 0.1, 0.1)
+                else:
+                    self._gripper.move(goal, self.gripper_speed_mps)
+            except Exception as exc:
+                with self._grip_cond:
+                    superseded = self._grip_target is not None and abs(self._grip_target - goal) > \
+                        self.gripper_deadband_m
+                    if not (self._grip_quit or superseded):
+                        self._grip_error = (f"franka hand at {self.robot_ip}: command to {goal * 1000:.1f} mm "
+                                            f"failed ({_one_line(exc)}); check the fingers are free and the hand "
+                                            "homed (Desk)")
+                        self._grip_sent = None  # retried with the next write (not before)
+            finally:
+                with self._grip_cond:
+                    self._grip_busy = False
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: " + " ".join(str(exc).split())
