@@ -195,9 +195,15 @@ def test_node_unsafe_config_fails_configure_with_its_reason(tmp_path, section, f
 @pytest.mark.parametrize("embodiment", ["so101", "so100", "yam_bimanual", "franka_droid"])
 @pytest.mark.parametrize(("reliability", "flood_steps"), [("best_effort", 0), ("reliable", 0), ("best_effort", 2000)])
 def test_node_estop_topic_is_honoured_at_every_tick_rate(harness_factory, embodiment, reliability, flood_steps,
-                                                         record_property):
+                                                         record_property, tmp_path):
     """Any publisher reliability, at every embodiment's tick rate, and while ~130 KB chunks keep the main
     executor busy: the e-stop latches, the arm brakes to a stop, and the latency is recorded."""
+    if flood_steps:  # accepted (chunk.max_steps raised), so each one is decoded and followed, not refused
+        data = yaml.safe_load(resolve_embodiment_path(embodiment).read_text())
+        data["chunk"]["max_steps"] = flood_steps
+        path = tmp_path / f"{embodiment}_long_chunks.yaml"
+        path.write_text(yaml.safe_dump(data))
+        embodiment = str(path)
     h = harness_factory(embodiment)
     result = measure_estop(h, reliability=reliability, flood_steps=flood_steps)
     record_property("estop_reaction_ms", round(result.reaction_s * 1e3, 2))

@@ -7,6 +7,8 @@ hostile values too; truncated or corrupted bytes may only ever be ``ChunkRejecte
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Duration
@@ -93,8 +95,9 @@ def test_a_chunk_longer_than_max_steps_is_refused_before_its_points_are_read():
         decode_chunk(data, RATE, max_steps=120)
     assert exc.value.reason == "too_long" and "120" in str(exc.value)
     # Refused from the head alone: the same answer with every point cut off.
-    with pytest.raises(ChunkRejected, match="too_long|20000 steps"):
+    with pytest.raises(ChunkRejected) as cut:
         decode_chunk(data[:200], RATE, max_steps=120)
+    assert cut.value.reason == "too_long"
 
 
 def test_truncated_and_corrupted_bytes_are_only_ever_rejections():
@@ -119,7 +122,5 @@ def test_truncated_and_corrupted_bytes_are_only_ever_rejections():
         bad = bytearray(data)
         for i in rng.integers(0, len(bad), size=rng.integers(1, 6)):
             bad[i] = int(rng.integers(0, 256))
-        try:
+        with contextlib.suppress(ChunkRejected):
             decode_chunk(bytes(bad), RATE, 1000)
-        except ChunkRejected:
-            pass

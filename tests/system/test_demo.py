@@ -32,15 +32,21 @@ def _travel(out: str) -> dict[str, float]:
     return {name: float(value) for name, value in pairs}
 
 
-@pytest.mark.parametrize("embodiment", ["so101", "yam_bimanual", "franka_droid", "so100"])
-def test_demo_closes_the_loop_and_moves_the_arm_safely(embodiment):
+@pytest.mark.parametrize(("embodiment", "hardware"), [
+    ("so101", "mock"), ("yam_bimanual", "mock"), ("franka_droid", "mock"), ("so100", "mock"),
+    # The real backends through their real libraries, against emulated devices (issue 9).
+    ("so101", "emulated"), ("yam_bimanual", "emulated"), ("franka_droid", "emulated"),
+])
+def test_demo_closes_the_loop_and_moves_the_arm_safely(embodiment, hardware):
     from molmoact2_ros.core.embodiment import load_embodiment
 
     emb = load_embodiment(embodiment)
-    res = _demo("--embodiment", embodiment, "--duration", "8")
+    res = _demo("--embodiment", embodiment, "--duration", "8", "--hardware", hardware)
     assert res.returncode == 0, f"stdout:\n{res.stdout}\nstderr:\n{res.stderr[-3000:]}"
     out = res.stdout
     assert "molmoact2-ros demo summary" in out
+    backend = {"mock": "mock", "emulated": {"so": "feetech", "ya": "i2rt", "fr": "franka"}[embodiment[:2]]}[hardware]
+    assert _summary_value(out, "hardware") == backend + (" (emulated device)" if hardware == "emulated" else "")
     assert _summary_value(out, "result").startswith("OK")
     received, rejected, executed = (int(x) for x in _summary_value(out, "chunks received / rejected / executed")
                                     .split(" / "))
