@@ -32,6 +32,7 @@ from molmoact2_ros.backends.policy.hf_env import (
     hub_offline,
     quiet_remote_code_warnings,
 )
+from molmoact2_ros.backends.policy.think_fast_path import BiasMemo, DepthMaskProbe, EarlyRule, depth_call
 from molmoact2_ros.core.chunk import ActionChunk, Observation
 from molmoact2_ros.core.embodiment import EmbodimentConfig
 from molmoact2_ros.core.errors import CheckpointError, ConfigError, MolmoAct2RosError, ObservationError
@@ -252,49 +253,9 @@ def _read_json(path: Path) -> Any:
         raise CheckpointError(f"{path} cannot be read as JSON ({_first_line(exc)})") from exc
 
 
-# What the remote code's depth-buffer rule decided during the current call, per thread (see _DepthMaskProbe).
-_depth_call = threading.local()
-
-
-class _DepthMaskProbe:
-    """Wraps the remote code's ``_compute_depth_update_mask`` so one call computes it once, not twice.
-
-    The node reports the fraction of depth cells each call re-predicts. Computing the mask beside the
-    model doubled its cost (two PIL resizes of the first image plus the patch similarity, ~9 ms of a
-    ~60 ms tiny Think call). The probe instead records the mask the model itself computed, and the
-    first image already resized to the depth grid (320x320), which becomes the cache's image: the rule
-    resizes both images to that size, so a pre-resized previous image gives the same mask and saves
-    a resize on every later call.
-    """
-
-    def __init__(self, original: Any, resize: Any, patch_size: int) -> None:
-        self.original = original
-        self.resize = resize
-        self.patch_size = int(patch_size)
-
-    def __call__(self, current_image: Any, previous_image: Any, *, num_depth_codes: int) -> Any:
-        side = math.isqrt(int(num_depth_codes))
-        small = current_image
-        if side * side == int(num_depth_codes):  # the rule itself raises for a non-square grid
-            small = self.resize(np.asarray(current_image), side * self.patch_size)
-        mask = self.original(small, previous_image, num_depth_codes=num_depth_codes)
-        _depth_call.mask = mask
-        _depth_call.small_image = small
-        return mask
-
-    @classmethod
-    def install(cls, module: Any) -> _DepthMaskProbe | None:
-        """Install the probe in a loaded remote-code module (once); None if the module lacks the rule."""
-        current = getattr(module, "_compute_depth_update_mask", None)
-        if isinstance(current, cls):
-            return current
-        resize = getattr(module, "_resize_depth_reasoning_image", None)
-        patch = getattr(module, "_DEPTH_REASONING_PATCH_SIZE", None)
-        if current is None or resize is None or patch is None:
-            return None
-        probe = cls(current, resize, int(patch))
-        module._compute_depth_update_mask = probe
-        return probe
+# The depth-rule probe and its per-call state live in think_fast_path; these names stay importable here.
+_depth_call = depth_call
+_DepthMaskProbe = DepthMaskProbe
 
 
 def load_action_tokenizer(directory: str | Path) -> Any:
@@ -333,6 +294,9 @@ class MolmoAct2Runtime:
     trusted: MolmoAct2 only exists as remote code). ``n_action_steps`` defaults to the embodiment's
     ``chunk.n_action_steps``; ``seed`` seeds the flow-matching noise so a fresh runtime repeats its
     sequence of chunks. One inference runs at a time (CUDA graphs are not re-entrant).
+    ``think_fast_path`` (default on; an attribute, switchable between calls): Think calls take the depth
+    rule computed on a worker thread and a memoised attention bias (:mod:`think_fast_path`), with outputs
+    identical to the remote code run as shipped (off; the equivalence test compares the two).
     """
 
     def __init__(
@@ -349,6 +313,7 @@ class MolmoAct2Runtime:
         seed: int | None = None,
         action_mode: str = "continuous",
         action_tokenizer_dir: str | Path | None = None,
+        think_fast_path: bool = True,
     ) -> None:
         require_policy_extra()
         if action_mode not in ACTION_MODES:
@@ -366,6 +331,8 @@ class MolmoAct2Runtime:
         self.enable_cuda_graph = bool(enable_cuda_graph)
         self.seed = seed
         self.action_mode = action_mode
+        self.think_fast_path = bool(think_fast_path)
+        self._rule_worker: Any = None  # a one-thread pool, started by the first Think call that uses it
         self.checkpoint = str(checkpoint)
         self.is_local = not is_hub_id(checkpoint)
         self._lock = threading.Lock()
@@ -403,8 +370,9 @@ class MolmoAct2Runtime:
             self._generator.manual_seed(int(seed))
         # The remote code's own depth-buffer rule, used to report how many cells a call re-predicts.
         remote_module = sys.modules.get(type(self._model).__module__)
-        self._depth_probe = _DepthMaskProbe.install(remote_module) if self.supports_depth_reasoning else None
+        self._depth_probe = DepthMaskProbe.install(remote_module) if self.supports_depth_reasoning else None
         self._depth_update_mask = getattr(remote_module, "_compute_depth_update_mask", None)
+        self._bias_memo = BiasMemo.install(self._model) if self.supports_depth_reasoning else None
 
     # ---- loading -------------------------------------------------------------------------
     def _load(self) -> tuple[Any, Any]:
@@ -493,8 +461,12 @@ class MolmoAct2Runtime:
         with self._lock, torch.inference_mode():
             repredicted = None
             small_image = None
+            depth_call.fast = bool(enable_depth_reasoning and self.think_fast_path)
+            depth_call.early = None
             if probed:
-                _depth_call.mask = _depth_call.small_image = None
+                depth_call.mask = depth_call.small_image = None
+                if depth_call.fast:
+                    depth_call.early = self._start_depth_rule(images[0], depth_cache)
             elif enable_depth_reasoning:
                 repredicted = self._cells_to_repredict(images[0], depth_cache)
             try:
@@ -515,12 +487,15 @@ class MolmoAct2Runtime:
                 )
             except Exception as exc:  # remote code raises RuntimeError/ValueError; torch adds OOM and more
                 raise InferenceError(f"MolmoAct2 inference failed: {_first_line(exc)}") from exc
+            finally:
+                depth_call.early = None  # unused when the model did not ask (no usable cache)
+                depth_call.fast = False
             actions = out.actions.detach().to(device="cpu", dtype=torch.float32).numpy()
             if probed:
                 # No mask recorded: the model had no usable cache and predicted every cell.
-                mask = _depth_call.mask
+                mask = depth_call.mask
                 repredicted = self.num_depth_codes if mask is None else int(np.count_nonzero(mask))
-                small_image = _depth_call.small_image
+                small_image = depth_call.small_image
         expected = (1, self.n_action_steps, self.embodiment.dof)
         if actions.shape != expected:
             raise InferenceError(f"model returned actions of shape {actions.shape}, expected {expected}")
@@ -556,6 +531,28 @@ class MolmoAct2Runtime:
         assert self._depth_probe is not None
         return math.isqrt(self.num_depth_codes) * self._depth_probe.patch_size
 
+    def _usable_cache(self, depth_cache: dict[str, Any] | None) -> bool:
+        """Whether the model will run its rule on this cache (else it re-predicts every cell)."""
+        if not depth_cache or depth_cache.get("image") is None or depth_cache.get("depth_bins") is None:
+            return False
+        return np.asarray(depth_cache["depth_bins"]).reshape(-1).shape[0] == self.num_depth_codes
+
+    def _start_depth_rule(self, first_image: np.ndarray, depth_cache: dict[str, Any] | None) -> EarlyRule | None:
+        """Start the model's depth rule for this call on the worker thread, with the arrays the model will
+        pass it (the first image as is; the cached image through the model's own conversion)."""
+        probe = self._depth_probe
+        if probe is None or probe.normalize is None or not self._usable_cache(depth_cache):
+            return None
+        assert depth_cache is not None
+        if self._rule_worker is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._rule_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="depth-rule")
+        previous = probe.normalize(depth_cache["image"])
+        n = self.num_depth_codes
+        future = self._rule_worker.submit(probe.compute, first_image, previous, n)
+        return EarlyRule(future=future, current=first_image, previous=previous, num_depth_codes=n)
+
     def _cells_to_repredict(self, first_image: np.ndarray, depth_cache: dict[str, Any] | None) -> int | None:
         """How many depth cells this call predicts afresh (the rest replay the cache); None if unknown."""
         n = self.num_depth_codes
@@ -586,6 +583,11 @@ class MolmoAct2Runtime:
         with self._lock:
             self._model = None
             self._processor = None
+            if self._bias_memo is not None:
+                self._bias_memo.clear()
+            if self._rule_worker is not None:
+                self._rule_worker.shutdown(wait=True)
+                self._rule_worker = None
         gc.collect()
         if self.device.type == "cuda":
             self._torch.cuda.empty_cache()

@@ -51,6 +51,7 @@ import numpy as np
 from molmoact2_ros.backends.policy import tiny_circuit
 from molmoact2_ros.backends.policy.hf_env import cache_root as _cache_root
 from molmoact2_ros.backends.policy.hf_env import ensure_writable_module_cache, quiet_remote_code_warnings
+from molmoact2_ros.backends.policy.model_sizes import TINY, ModelSizes
 from molmoact2_ros.backends.policy.tiny_motion import MotionDesign
 from molmoact2_ros.backends.policy.tiny_tokenizer import (
     EOS_TOKEN,
@@ -90,19 +91,17 @@ PROCESSOR_AUTO_MAP = {
 NORM_STATS_FORMAT = "molmoact2_norm_stats.v1"
 MANIFEST_NAME = "tiny_checkpoint.json"
 
-# Model sizes (see MOLMOACT2.md, "Building a tiny checkpoint offline").
-_TEXT_HIDDEN = 64
-_NUM_LAYERS = 2  # the action expert must have as many layers as the LLM
-_VIT_HIDDEN = 32
-_IMAGE_SIZE = 56
-_PATCH_SIZE = 14
+# Model sizes: model_sizes.TINY (see MOLMOACT2.md, "Building a tiny checkpoint offline").
 _MAX_ACTION_DIM = 32
 _MIN_ACTION_HORIZON = 30
 _NUM_DEPTH_CODES = 100  # must be a square: the depth buffer is a 10x10 grid
 _ADDITIONAL_VOCAB = 128
-# Think variant: the residual dimension carrying the constant feature, and the <depth_end> logit gain.
-_DEPTH_END_DIM = _TEXT_HIDDEN - 1
+# Think variant: the <depth_end> logit gain; the constant feature lives in the last residual dimension.
 _DEPTH_END_GAIN = 10.0
+
+
+def _depth_end_dim(sizes: ModelSizes) -> int:
+    return sizes.text_hidden - 1
 
 
 # ---- remote code ---------------------------------------------------------------------------
@@ -193,54 +192,57 @@ def _max_action_horizon(embodiment: EmbodimentConfig) -> int:
 
 
 def _model_config_kwargs(
-    embodiment: EmbodimentConfig, token_ids: dict[str, int], vocab_size: int, think: bool
+    embodiment: EmbodimentConfig, token_ids: dict[str, int], vocab_size: int, think: bool,
+    sizes: ModelSizes = TINY,
 ) -> dict[str, Any]:
-    heads, kv_heads, head_dim = 4, 2, 16
-    patches = _IMAGE_SIZE // _PATCH_SIZE
+    patches = sizes.image_size // sizes.patch_size
+    # The circuit's options are real config options; a model without the circuit keeps the defaults.
+    expert_extra = tiny_circuit.action_expert_overrides() if sizes.circuit else {}
+    model_extra = tiny_circuit.config_overrides() if sizes.circuit else {}
     return {
         "text_config": {
-            "hidden_size": _TEXT_HIDDEN,
-            "num_attention_heads": heads,
-            "num_key_value_heads": kv_heads,
-            "head_dim": head_dim,
+            "hidden_size": sizes.text_hidden,
+            "num_attention_heads": sizes.text_heads,
+            "num_key_value_heads": sizes.text_kv_heads,
+            "head_dim": sizes.text_head_dim,
             "vocab_size": vocab_size,
             "additional_vocab_size": _ADDITIONAL_VOCAB,
             "qkv_bias": True,
-            "num_hidden_layers": _NUM_LAYERS,
-            "intermediate_size": 2 * _TEXT_HIDDEN,
-            "max_position_embeddings": 4096,
+            "num_hidden_layers": sizes.text_layers,
+            "intermediate_size": sizes.text_intermediate,
+            "max_position_embeddings": sizes.max_position_embeddings,
             "rope_theta": 1000000.0,
             "use_qk_norm": True,
             "qk_norm_type": "qwen3",
             "tie_word_embeddings": False,
         },
         "vit_config": {
-            "hidden_size": _VIT_HIDDEN,
-            "intermediate_size": 2 * _VIT_HIDDEN,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "head_dim": _VIT_HIDDEN // 2,
-            "image_default_input_size": [_IMAGE_SIZE, _IMAGE_SIZE],
-            "image_patch_size": _PATCH_SIZE,
+            "hidden_size": sizes.vit_hidden,
+            "intermediate_size": sizes.vit_intermediate,
+            "num_hidden_layers": sizes.vit_layers,
+            "num_attention_heads": sizes.vit_heads,
+            "num_key_value_heads": sizes.vit_heads,
+            "head_dim": sizes.vit_head_dim,
+            "image_default_input_size": [sizes.image_size, sizes.image_size],
+            "image_patch_size": sizes.patch_size,
             "image_num_pos": patches * patches,  # no class token
         },
         "adapter_config": {
-            "vit_layers": [-1, -2],  # like the real (-3, -9): features of two ViT layers, concatenated
-            "hidden_size": _VIT_HIDDEN,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "head_dim": _VIT_HIDDEN // 2,
-            "intermediate_size": 2 * _VIT_HIDDEN,
-            "text_hidden_size": _TEXT_HIDDEN,
+            "vit_layers": list(sizes.adapter_vit_layers),
+            "hidden_size": sizes.vit_hidden,
+            "num_attention_heads": sizes.adapter_heads,
+            "num_key_value_heads": sizes.adapter_heads,
+            "head_dim": sizes.adapter_head_dim,
+            "intermediate_size": sizes.adapter_intermediate,
+            "text_hidden_size": sizes.text_hidden,
         },
         "action_expert_config": {
-            "hidden_size": _TEXT_HIDDEN,
-            "num_layers": _NUM_LAYERS,
-            "num_heads": heads,
-            "ffn_multiple_of": 64,
-            "timestep_embed_dim": _TEXT_HIDDEN,
-            **tiny_circuit.action_expert_overrides(),
+            "hidden_size": sizes.expert_hidden,
+            "num_layers": sizes.text_layers,
+            "num_heads": sizes.expert_heads,
+            "ffn_multiple_of": sizes.expert_ffn_multiple_of,
+            "timestep_embed_dim": sizes.expert_timestep_dim,
+            **expert_extra,
         },
         "max_action_dim": _MAX_ACTION_DIM,
         "max_action_horizon": _max_action_horizon(embodiment),
@@ -249,7 +251,7 @@ def _model_config_kwargs(
         "state_format": "discrete",
         "enable_depth_reasoning": bool(think),
         "num_depth_codes": _NUM_DEPTH_CODES,
-        **tiny_circuit.config_overrides(),
+        **model_extra,
         "image_start_token_id": token_ids["<im_start>"],
         "low_res_image_start_token_id": token_ids["<low_res_im_start>"],
         "image_end_token_id": token_ids["<im_end>"],
@@ -277,11 +279,11 @@ def _model_config_kwargs(
     }
 
 
-def _processor_config() -> dict[str, Any]:
-    image_size = {"height": _IMAGE_SIZE, "width": _IMAGE_SIZE}
+def _processor_config(sizes: ModelSizes = TINY) -> dict[str, Any]:
+    image_size = {"height": sizes.image_size, "width": sizes.image_size}
     common = {
         "size": image_size,
-        "patch_size": _PATCH_SIZE,
+        "patch_size": sizes.patch_size,
         "pooling_size": [2, 2],
         "image_mean": [0.5, 0.5, 0.5],  # the vision backbone assumes pixels normalised to [-1, 1]
         "image_std": [0.5, 0.5, 0.5],
@@ -299,9 +301,8 @@ def _processor_config() -> dict[str, Any]:
         "image_processor": {
             **common,
             "image_processor_type": "MolmoAct2ImageProcessor",
-            # One crop plus the global view; margins must leave a positive window in a 4-patch crop.
-            "max_crops": 1,
-            "overlap_margins": [1, 1],
+            "max_crops": sizes.max_crops,
+            "overlap_margins": list(sizes.overlap_margins),
             "crop_mode": "overlap-and-resize-c2",
         },
         "video_processor": {**common, "video_processor_type": "MolmoAct2VideoProcessor"},
@@ -324,7 +325,7 @@ def motion_design(embodiment: EmbodimentConfig) -> MotionDesign:
     return dataclasses.replace(design, pairs=pairs)
 
 
-def _bias_depth_end(state: dict[str, Any], config: Any) -> None:
+def _bias_depth_end(state: dict[str, Any], config: Any, d: int) -> None:
     """Make ``<depth_end>`` the LM head's choice after the depth codes, so Think inference terminates.
 
     A random model never emits ``<depth_end>`` and depth reasoning fails after its step budget. One
@@ -332,9 +333,8 @@ def _bias_depth_end(state: dict[str, Any], config: Any) -> None:
     it (the output rows of attention, MLP and image projector are 0), so after the final norm it is a
     positive constant. Only the ``<depth_end>`` row of the LM head reads it. Depth codes are chosen among
     the depth-code rows alone, so they stay random; the full-vocabulary argmax after them picks
-    ``<depth_end>``.
+    ``<depth_end>``. ``d``: the residual dimension of the constant feature.
     """
-    d = _DEPTH_END_DIM
     state["model.transformer.wte.embedding"][:, d] = 1.0
     state["model.transformer.wte.new_embedding"][:, d] = 1.0
     for i in range(config.text_config.num_hidden_layers):
@@ -348,7 +348,8 @@ def _bias_depth_end(state: dict[str, Any], config: Any) -> None:
 
 
 def _write_weights(
-    out_dir: Path, config_kwargs: dict[str, Any], embodiment: EmbodimentConfig, think: bool, seed: int
+    out_dir: Path, config_kwargs: dict[str, Any], embodiment: EmbodimentConfig, think: bool, seed: int,
+    sizes: ModelSizes = TINY, weights_dtype: str = "float32", build_device: str = "cpu",
 ) -> dict[str, Any]:
     import torch
     from safetensors.torch import save_file
@@ -356,24 +357,30 @@ def _write_weights(
     configuration, modeling = _remote_modules()
     with quiet_remote_code_warnings():
         config = configuration.MolmoAct2Config(**config_kwargs)
-    # fork_rng: seed only this construction, leave the caller's global RNG stream untouched.
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(build_device)
+    dtype = getattr(torch, weights_dtype)
+    # fork_rng: seed only this construction, leave the caller's global RNG streams untouched. A real-size
+    # model is built on the GPU: its random initialisation takes minutes on a CPU, about a second there.
+    rng_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices), device:
         torch.manual_seed(seed)
         model = modeling.MolmoAct2ForConditionalGeneration(config)
     state = {
-        name: t.detach().to(torch.float32).contiguous().clone() for name, t in model.state_dict().items()
+        name: t.detach().to(device="cpu", dtype=dtype).contiguous().clone() for name, t in model.state_dict().items()
     }
-    design = motion_design(embodiment)
-    tiny_circuit.apply(state, config, design, _DEPTH_END_DIM)
+    del model
+    if sizes.circuit:
+        design = motion_design(embodiment)
+        tiny_circuit.apply(state, config, design, _depth_end_dim(sizes))
     if think:
-        _bias_depth_end(state, config)
+        _bias_depth_end(state, config, _depth_end_dim(sizes))
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
 
     config_dict = config.to_dict()
     config_dict.pop("transformers_version", None)  # keep config.json identical across library patches
     config_dict["architectures"] = ["MolmoAct2ForConditionalGeneration"]
     config_dict["auto_map"] = dict(MODEL_AUTO_MAP)
-    config_dict["dtype"] = "float32"
+    config_dict["dtype"] = weights_dtype
     _write_json(out_dir / "config.json", config_dict)
     return config_dict
 
@@ -397,34 +404,38 @@ def _finalise_tree(root: Path) -> None:
                 os.close(fd)
 
 
-def _write_checkpoint(out_dir: Path, embodiment: EmbodimentConfig, think: bool, seed: int) -> None:
+def _write_checkpoint(
+    out_dir: Path, embodiment: EmbodimentConfig, think: bool, seed: int,
+    sizes: ModelSizes = TINY, weights_dtype: str = "float32", build_device: str = "cpu",
+) -> None:
     src = remote_code_dir()
     for name in REMOTE_CODE_FILES:
         shutil.copyfile(src / name, out_dir / name)
     token_ids = build_tokenizer_files(out_dir)
     # Every id the config names must be below the text vocab_size (ids above it index new_embedding
     # only, and the LM head has vocab_size rows); round up like real checkpoints do.
-    vocab_size = -(-(max(token_ids.values()) + 1) // 64) * 64
-    config_kwargs = _model_config_kwargs(embodiment, token_ids, vocab_size, think)
-    _write_weights(out_dir, config_kwargs, embodiment, think, seed)
-    _write_json(out_dir / "processor_config.json", _processor_config())
+    vocab_size = max(sizes.vocab_size, -(-(max(token_ids.values()) + 1) // 64) * 64)
+    config_kwargs = _model_config_kwargs(embodiment, token_ids, vocab_size, think, sizes)
+    _write_weights(out_dir, config_kwargs, embodiment, think, seed, sizes, weights_dtype, build_device)
+    _write_json(out_dir / "processor_config.json", _processor_config(sizes))
     _write_json(out_dir / "norm_stats.json", norm_stats_for(embodiment))
     _write_json(out_dir / "generation_config.json", {"eos_token_id": token_ids[EOS_TOKEN],
                                                      "pad_token_id": token_ids[EOS_TOKEN]})
+    manifest = {
+        "builder_version": BUILDER_VERSION,
+        "embodiment": embodiment.name,
+        "norm_tag": embodiment.policy.norm_tag,
+        "think": bool(think),
+        "seed": int(seed),
+        "config_key": config_key(embodiment, think),
+        "note": "test checkpoint: scripted motions (molmoact2_ros.backends.policy.tiny_motion), "
+                "meaningless for any task; its depth codes mean nothing",
+    }
+    if sizes is not TINY:
+        manifest["sizes"] = sizes.name
+        manifest["note"] = "random weights at the sizes named: for timing only, meaningless for any task"
     # Written last: a directory with a manifest is complete (and the rename makes it visible at once).
-    _write_json(
-        out_dir / MANIFEST_NAME,
-        {
-            "builder_version": BUILDER_VERSION,
-            "embodiment": embodiment.name,
-            "norm_tag": embodiment.policy.norm_tag,
-            "think": bool(think),
-            "seed": int(seed),
-            "config_key": config_key(embodiment, think),
-            "note": "test checkpoint: scripted motions (molmoact2_ros.backends.policy.tiny_motion), "
-                    "meaningless for any task; its depth codes mean nothing",
-        },
-    )
+    _write_json(out_dir / MANIFEST_NAME, manifest)
     _finalise_tree(out_dir)
 
 
@@ -435,11 +446,19 @@ def build_tiny_checkpoint(
     seed: int = 0,
     *,
     overwrite: bool = False,
+    sizes: ModelSizes = TINY,
+    weights_dtype: str = "float32",
+    build_device: str = "cpu",
 ) -> Path:
     """Write a tiny MolmoAct2 checkpoint for ``embodiment`` to ``out_dir`` and return its path.
 
     The same seed gives a byte-identical ``model.safetensors`` (on the same torch version). An existing
     non-empty ``out_dir`` is replaced only with ``overwrite=True``.
+
+    ``sizes`` other than :data:`~model_sizes.TINY` (e.g. ``RELEASED``: the released model's sizes) build
+    the same files with random weights, no motion circuit (it assumes the tiny widths) and, for
+    ``think``, the ``<depth_end>`` bias; ``weights_dtype`` ("float32", "bfloat16") is what the file holds
+    and ``build_device`` where the weights are initialised ("cuda" for a real-size model).
     """
     out = Path(out_dir).expanduser().absolute()
     if out.exists() and not out.is_dir():
@@ -449,10 +468,10 @@ def build_tiny_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
     ensure_writable_module_cache()
     with _staging_dir(out) as staging:
-        _write_checkpoint(staging, embodiment, think, seed)
+        _write_checkpoint(staging, embodiment, think, seed, sizes, weights_dtype, build_device)
         _publish(staging, out)
     variant = " (think)" if think else ""
-    log.info("built tiny MolmoAct2 checkpoint for %s%s at %s", embodiment.name, variant, out)
+    log.info("built %s MolmoAct2 checkpoint for %s%s at %s", sizes.name, embodiment.name, variant, out)
     return out
 
 
