@@ -7,6 +7,8 @@ means a bug.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import signal
 import sys
@@ -15,6 +17,9 @@ from pathlib import Path
 
 from molmoact2_ros.core.embodiment import list_embodiments, load_embodiment
 from molmoact2_ros.core.errors import MolmoAct2RosError
+
+# Modules that contribute subcommands: bags (record, replay, eval, export-dataset), sim (scenes).
+COMMAND_MODULES = ("molmoact2_ros.bags.cli", "molmoact2_ros.sim.cli")
 
 
 def _add_embodiment(p: argparse.ArgumentParser) -> None:
@@ -169,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list-embodiments", help="list the built-in embodiment configs")
     p.set_defaults(func=cmd_list_embodiments)
+    for module in COMMAND_MODULES:
+        # Each area adds its own subcommands (``add_commands(sub)``); importing one must stay light (no rclpy,
+        # no torch at import time) so that --help is instant.
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).add_commands(sub)
     return parser
 
 
