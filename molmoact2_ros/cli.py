@@ -22,6 +22,13 @@ from molmoact2_ros.core.errors import MolmoAct2RosError
 COMMAND_MODULES = ("molmoact2_ros.bags.cli", "molmoact2_ros.sim.cli")
 
 
+def _module_exists(name: str) -> bool:
+    parent = name.rpartition(".")[0]
+    if parent and not _module_exists(parent):
+        return False
+    return importlib.util.find_spec(name) is not None
+
+
 def _add_embodiment(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embodiment", "-e", default="so101",
                    help=f"built-in name ({', '.join(list_embodiments())}) or path to a YAML (default: so101)")
@@ -177,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         # Each area adds its own subcommands (``add_commands(sub)``); importing one must stay light (no rclpy,
         # no torch at import time) so that --help is instant.
-        if importlib.util.find_spec(module) is not None:
+        if _module_exists(module):
             importlib.import_module(module).add_commands(sub)
     return parser
 
