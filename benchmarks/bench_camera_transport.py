@@ -208,6 +208,23 @@ def subscriber(args: argparse.Namespace) -> int:
 
 # ---- orchestration -----------------------------------------------------------------------------------
 
+HOG_CODE = "while True:\n    pass\n"
+
+
+def start_hog(cpu: int) -> subprocess.Popen:
+    """A busy loop pinned to ``cpu`` at normal priority: a robot PC running other software on one core."""
+    hog = subprocess.Popen([sys.executable, "-c", HOG_CODE], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    os.sched_setaffinity(hog.pid, {cpu})
+    return hog
+
+
+def stop_hog(hog: subprocess.Popen | None) -> None:
+    if hog is not None:
+        hog.kill()
+        hog.wait()
+
+
 def _condition_env(name: str) -> dict[str, str]:
     from molmoact2_ros.bringup import DEFAULT_DDS_PROFILE, dds_environment, node_environment
 
@@ -224,10 +241,20 @@ def _condition_env(name: str) -> dict[str, str]:
     return env
 
 
-def run_condition(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def run_condition(name: str, args: argparse.Namespace, workdir: Path, hog_cpu: int | None = None) -> dict[str, Any]:
+    """One condition: perception node + subscriber process; with ``hog_cpu`` a busy loop pinned there."""
     _, _, compressed, sub_mode = CONDITIONS[name]
     env = _condition_env(name)
     out = workdir / f"{name}_{time.monotonic_ns()}.json"
+    hog = start_hog(hog_cpu) if hog_cpu is not None else None
+    try:
+        return _run_pair(name, args, workdir, env, out, compressed, sub_mode)
+    finally:
+        stop_hog(hog)
+
+
+def _run_pair(name: str, args: argparse.Namespace, workdir: Path, env: dict[str, str], out: Path,
+              compressed: bool, sub_mode: str) -> dict[str, Any]:
     pub_log = open(workdir / f"{name}_perception.log", "w")  # noqa: SIM115 - closed below
     pub = subprocess.Popen(
         [sys.executable, "-u", "-m", "molmoact2_ros.nodes.perception_node", "--ros-args",
@@ -320,6 +347,10 @@ def main() -> int:
     ap.add_argument("--cameras", default=",".join(CAMERAS))
     ap.add_argument("--compressed", action="store_true")
     ap.add_argument("--publisher-pid", type=int, default=0)
+    ap.add_argument("--hog", action="store_true",
+                    help="also run every condition with a CPU hog (a busy loop) pinned to one CPU, side by side")
+    ap.add_argument("--hog-cpu", type=int, default=-1, help="the CPU the hog is pinned to (default: the last)")
+    ap.add_argument("--target", default="profile", help="the condition checked against the P2 target")
     args, _ = ap.parse_known_args()  # run_all.sh passes its own arguments to every benchmark
     if args.role == "subscriber":
         return subscriber(args)
@@ -328,42 +359,63 @@ def main() -> int:
     unknown = set(names) - set(CONDITIONS)
     if unknown:
         ap.error(f"unknown conditions {sorted(unknown)}; choose from {', '.join(CONDITIONS)}")
+    ncpu = os.cpu_count() or 1
+    hog_cpu = (ncpu - 1 if args.hog_cpu < 0 else args.hog_cpu) if args.hog else None
+    if hog_cpu is not None and hog_cpu not in os.sched_getaffinity(0):
+        ap.error(f"--hog-cpu {hog_cpu} is not a CPU this process may use ({sorted(os.sched_getaffinity(0))})")
+    # Each condition quiet and, with --hog, loaded: measured back to back so both see the same machine.
+    loads: list[int | None] = [None] if hog_cpu is None else [None, hog_cpu]
+    cells = [(n, h) for n in names for h in loads]
     load0 = os.getloadavg()
     print(f"P2 camera transport: {len(CAMERAS)} cameras x 640x480 rgb8 @ 30 Hz, perception process -> "
-          f"policy-like subscriber process; {args.seconds:g} s measured per condition x {args.rounds} round(s); "
-          f"{os.cpu_count()} CPUs, load average {load0[0]:.2f}; ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, "
+          f"policy-like subscriber process; {args.seconds:g} s measured per condition x {args.rounds} round(s)"
+          f"{f'; quiet and with a CPU hog pinned to CPU {hog_cpu}' if hog_cpu is not None else ''}; "
+          f"{ncpu} CPUs, load average {load0[0]:.2f}; ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, "
           f"discovery {os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE']}", flush=True)
-    per_condition: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    per_cell: dict[tuple[str, int | None], list[dict[str, Any]]] = {c: [] for c in cells}
     with tempfile.TemporaryDirectory(prefix="bench_camera_transport_") as tmp:
         for r in range(args.rounds):
-            order = names if r % 2 == 0 else names[::-1]
-            for name in order:
-                per_condition[name].append(run_condition(name, args, Path(tmp)))
-                s = summarize(per_condition[name][-1:])
-                print(f"  round {r + 1} {name}: p50 {s['p50']:.2f} ms, p99 {s['p99']:.2f} ms, "
-                      f"lost {s['lost_pct']:.1f}%", flush=True)
+            order = cells if r % 2 == 0 else cells[::-1]
+            for name, hog in order:
+                per_cell[(name, hog)].append(run_condition(name, args, Path(tmp), hog))
+                s = summarize(per_cell[(name, hog)][-1:])
+                print(f"  round {r + 1} {name}{'' if hog is None else ' +hog'}: p50 {s['p50']:.2f} ms, "
+                      f"p99 {s['p99']:.2f} ms, lost {s['lost_pct']:.1f}%", flush=True)
     load1 = os.getloadavg()
-    rows = {n: summarize(per_condition[n]) for n in names}
-    base = rows.get("profile")
+    rows = {c: summarize(per_cell[c]) for c in cells}
+    base = rows.get(("profile", None))
     print(f"\nload average during the run: {load0[0]:.2f} -> {load1[0]:.2f}\n")
     print("| condition | published (info seen) | frames rx | rx Hz | p50 ms | p99 ms | max ms | lost | "
           "DDS lost events | capture->write / DDS / ->callback ms | JPEG enc / dec ms | CPU pub / sub | "
           "p50 / profile p50 |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for n in names:
-        s = rows[n]
+    for n, hog in cells:
+        s = rows[(n, hog)]
         ratio = s["p50"] / base["p50"] if base and base["p50"] > 0 else float("nan")
         decode = f"{s['encode_ms']:.2f} / {s['decode_ms']:.2f}" if CONDITIONS[n][2] else "-"
         pub_ms = f"{s['write_ms']:.2f} / {s['dds_ms']:.2f} / {s['take_ms']:.2f}"
-        print(f"| {CONDITIONS[n][0]} | {s['published']} | {s['n']} | {s['rate_hz']:.1f} | {s['p50']:.2f} | "
+        label = CONDITIONS[n][0] + ("" if hog is None else f", CPU hog on CPU {hog}")
+        print(f"| {label} | {s['published']} | {s['n']} | {s['rate_hz']:.1f} | {s['p50']:.2f} | "
               f"{s['p99']:.2f} | "
               f"{s['max']:.1f} | {s['lost']} ({s['lost_pct']:.1f}%) | {s['lost_events']} | {pub_ms} | "
               f"{decode} | {s['pub_cpu']:.0f}% / {s['sub_cpu']:.0f}% | {ratio:.2f} |")
-    if base:
-        met = base["p50"] <= 2.0 and base["p99"] <= 8.0 and base["lost"] == 0
-        print(f"\ntarget with the shipped profile (p50 <= 2 ms, p99 <= 8 ms, nothing lost): "
-              f"{'met' if met else 'NOT met'} (p50 {base['p50']:.2f} ms, p99 {base['p99']:.2f} ms, "
-              f"lost {base['lost']})")
+    if hog_cpu is not None:
+        print(f"\nquiet vs CPU hog on CPU {hog_cpu}, side by side:\n")
+        print("| condition | quiet p50 / p99 / max ms | quiet lost | loaded p50 / p99 / max ms | loaded lost | "
+              "loaded p99 / quiet p99 |")
+        print("|---|---|---|---|---|---|")
+        for n in names:
+            q, h = rows[(n, None)], rows[(n, hog_cpu)]
+            print(f"| {CONDITIONS[n][0]} | {q['p50']:.2f} / {q['p99']:.2f} / {q['max']:.1f} | {q['lost']} | "
+                  f"{h['p50']:.2f} / {h['p99']:.2f} / {h['max']:.1f} | {h['lost']} | "
+                  f"{h['p99'] / q['p99']:.2f} |")
+    targets = [c for c in cells if c[0] == args.target]
+    for c in targets:
+        s = rows[c]
+        met = s["p50"] <= 2.0 and s["p99"] <= 8.0 and s["lost"] == 0
+        what = "quiet" if c[1] is None else f"CPU hog on CPU {c[1]}"
+        print(f"target with {CONDITIONS[c[0]][0]}, {what} (p50 <= 2 ms, p99 <= 8 ms, nothing lost): "
+              f"{'met' if met else 'NOT met'} (p50 {s['p50']:.2f} ms, p99 {s['p99']:.2f} ms, lost {s['lost']})")
     return 0
 
 
