@@ -30,9 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from molmoact2_ros.core.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "embodiments"
-_PACKAGED_CONFIG_DIR = Path(__file__).resolve().parents[1] / "config" / "embodiments"
-
 CameraSource = Literal["synthetic", "opencv", "realsense", "sim", "bag"]
 HardwareBackend = Literal["mock", "mujoco", "ros_topic", "feetech", "i2rt", "franka"]
 JointUnit = Literal["rad", "m", "normalized"]
@@ -418,8 +415,11 @@ class EmbodimentConfig(_Strict):
 # ---- loading ------------------------------------------------------------------------------
 
 def embodiment_dirs() -> list[Path]:
-    """Where built-in embodiment files live: the source tree, then the installed share copy."""
-    return [d for d in (CONFIG_DIR, _PACKAGED_CONFIG_DIR) if d.is_dir()]
+    """Where built-in embodiment files live: the source tree, then the installed share copies (wheel, pip
+    install, colcon install: ``molmoact2_ros.resources``)."""
+    from molmoact2_ros.resources import data_dirs
+
+    return data_dirs("config", "embodiments")
 
 
 def list_embodiments() -> list[str]:
