@@ -159,6 +159,23 @@ def lerobot_to_raw(value: float, cal: tuple[int, int, int], degrees: bool, resol
     return value / 100.0 * (hi - lo) + lo
 
 
+# A servo answers within its return delay; the emulator is a Python thread that a busy host may not schedule for
+# tens of milliseconds, past scservo_sdk's packet timeout (2 x 16 ms + the bytes' time). Emulated buses only.
+EMULATED_TIMEOUT_SLACK_MS = 250.0
+
+
+def _allow_emulator_scheduling(port_handler: Any) -> None:
+    """Give this port handler's packet timeouts the emulator's slack (an instance attribute: the library and
+    every real bus are unchanged)."""
+    base = port_handler.setPacketTimeout
+
+    def set_packet_timeout(packet_length: int) -> None:
+        base(packet_length)
+        port_handler.packet_timeout += EMULATED_TIMEOUT_SLACK_MS
+
+    port_handler.setPacketTimeout = set_packet_timeout
+
+
 def make_emulated_bus(embodiment: EmbodimentConfig, motors: dict[str, int], resolution: int = 4096) -> Any:
     """An emulated STS3215 bus with the SO follower's servos, calibrated, the arm at the embodiment's home."""
     from molmoact2_ros.backends.hardware.emulated.sts3215_bus import ServoCalibration, Sts3215Bus
@@ -312,6 +329,8 @@ class FeetechArm(HardwareInterface):
         except Exception as exc:
             raise HardwareError(f"feetech backend: cannot set up the bus on {self.port}: {describe(exc)}") from exc
         self._bus = bus
+        if self.emulator is not None:
+            _allow_emulator_scheduling(bus.port_handler)
         try:
             bus.connect()
         except Exception as exc:
