@@ -15,7 +15,21 @@ run (with ``--rounds`` > 1 the order alternates, so machine load drifts over all
   with ``core.images.image_from_cdr`` (what a policy node could do);
 - ``jpeg`` / ``jpeg_defaults``: the subscriber on ``image_raw/compressed`` (JPEG quality 90), with the
   bringup / with Fast DDS defaults (a third-party setup without the profile);
-- ``profile_async`` (not run by default): publishing from a Fast DDS thread instead of the camera's.
+- ``profile_rtdds``: the bringup with the real-time profile variant (config/dds/
+  fastdds_local_large_data_rt.xml: Fast DDS reception threads at SCHED_FIFO 20), policy-like subscriber;
+- ``receiver``: the real-time profile and the subscriber built on ``nodes.image_cdr.CameraFrameReceiver``
+  (its own node, executor and thread at SCHED_FIFO 10, raw CDR frames): what the policy node gets;
+- ``receiver_pubrt``: as ``receiver``, and the perception process at SCHED_FIFO 10 (every thread): what
+  real-time camera threads in the perception node would add;
+- not run by default: ``profile_async`` (publishing from a Fast DDS thread), ``receiver_normal``,
+  ``receiver_only_rt``, ``pubrt_profile``, ``pubrt_rtdds`` (one piece at a time), ``receiver_pubrt_gil``
+  (a pure-Python thread in the subscriber holds the GIL, as inference's Python code does) and
+  ``receiver_pubrt_gil_switch`` (the same with a 0.5 ms GIL switch interval).
+
+With ``--hog`` every condition also runs with a CPU hog: a busy-loop process pinned to one CPU (the last;
+``--hog-cpu``) at normal priority, what a robot PC running other software looks like; quiet and loaded
+are measured back to back and printed side by side. SCHED_FIFO needs root, CAP_SYS_NICE or an rtprio
+limit; where refused the receiver says so and runs at normal priority.
 
 Latency = the subscriber's wall clock when the callback starts - header.stamp (the capture time, taken
 by the perception node right after the camera read); both processes read the same clock. It is split
@@ -30,8 +44,8 @@ rclpy message_lost events. CPU = process CPU time / wall time (2 cores = 200%).
 
 DDS stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) in a ROS domain of this run's own.
 
-    python benchmarks/bench_camera_transport.py [--seconds 10] [--warmup 3] [--rounds 1]
-        [--conditions defaults,large_data,profile_only,profile,profile_raw,jpeg,jpeg_defaults]
+    python benchmarks/bench_camera_transport.py [--seconds 10] [--warmup 3] [--rounds 1] [--hog [--hog-cpu N]]
+        [--conditions defaults,large_data,profile_only,profile,profile_raw,profile_rtdds,receiver,...]
 """
 
 from __future__ import annotations
@@ -61,22 +75,47 @@ CAMERAS = ("top", "left", "right")
 JPEG_QUALITY = 90
 FASTDDS_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
 CONDITIONS = {
-    # name: (label, environment for both processes, compressed, subscriber mode). Environments: "bringup"
-    # = what molmoact2_ros.bringup gives every node (profile + malloc tunables), "profile" = the profile
-    # only, a dict = exactly that (no profile: FASTDDS_BUILTIN_TRANSPORTS keeps the node from applying it).
+    # name: (label, environment for both processes, compressed, subscriber). Environments: "bringup" =
+    # what molmoact2_ros.bringup gives every node (profile + malloc tunables) with "+flags": rtdds = the
+    # profile's real-time variant (config/dds/fastdds_local_large_data_rt.xml: Fast DDS reception threads
+    # at SCHED_FIFO 20), pubrt = the perception process at SCHED_FIFO, async = asynchronous publication;
+    # "profile" = the profile only; a dict = exactly that (no profile: FASTDDS_BUILTIN_TRANSPORTS keeps the
+    # node from applying it).
+    # Subscriber: policy (as the policy node: its executor, rclpy messages), raw (the same, raw CDR),
+    # receiver[:priority[:gil[:switch]]] (nodes/image_cdr.CameraFrameReceiver at that SCHED_FIFO priority;
+    # gil: a pure-Python thread holds the GIL as inference's Python code does; switch: GIL switch 0.5 ms).
     "defaults": ("Fast DDS defaults (rmw LOCALHOST)", {"FASTDDS_BUILTIN_TRANSPORTS": "DEFAULT"}, False, "policy"),
     "large_data": ("FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA", {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}, False,
                    "policy"),
     "profile_only": ("shipped profile, glibc malloc defaults", "profile", False, "policy"),
     "profile": ("shipped bringup: profile + malloc tunables", "bringup", False, "policy"),
     "profile_raw": ("shipped bringup, subscriber takes raw CDR", "bringup", False, "raw"),
+    "profile_rtdds": ("bringup, RT profile (DDS reception FIFO 20)", "bringup+rtdds", False, "policy"),
+    "receiver": ("RT profile, CameraFrameReceiver FIFO 10", "bringup+rtdds", False, "receiver:10"),
+    "receiver_pubrt": ("RT profile, CameraFrameReceiver FIFO 10, perception FIFO 10", "bringup+rtdds+pubrt",
+                       False, "receiver:10"),
     "jpeg": ("JPEG q90, shipped bringup", "bringup", True, "policy"),
     "jpeg_defaults": ("JPEG q90, Fast DDS defaults", {"FASTDDS_BUILTIN_TRANSPORTS": "DEFAULT"}, True, "policy"),
-    # Not run by default: publishing from a Fast DDS thread instead of the camera thread.
+    # Not run by default.
+    "receiver_normal": ("shipped bringup, CameraFrameReceiver at normal priority", "bringup", False, "receiver:0"),
+    "receiver_only_rt": ("shipped bringup, CameraFrameReceiver FIFO 10", "bringup", False, "receiver:10"),
+    "pubrt_profile": ("shipped bringup, perception FIFO 10", "bringup+pubrt", False, "policy"),
+    "pubrt_rtdds": ("RT profile, perception FIFO 10, policy-like subscriber", "bringup+rtdds+pubrt", False,
+                    "policy"),
+    "receiver_pubrt_gil": ("as receiver_pubrt, a Python thread holding the GIL", "bringup+rtdds+pubrt", False,
+                           "receiver:10:gil"),
+    "receiver_pubrt_gil_switch": ("as receiver_pubrt_gil, GIL switch interval 0.5 ms", "bringup+rtdds+pubrt",
+                                  False, "receiver:10:gil:switch"),
     "profile_async": ("shipped bringup, RMW_FASTRTPS_PUBLICATION_MODE=ASYNCHRONOUS", "bringup+async", False,
                       "policy"),
 }
-DEFAULT_CONDITIONS = ("defaults", "large_data", "profile_only", "profile", "profile_raw", "jpeg", "jpeg_defaults")
+# The perception process at SCHED_FIFO (every thread inherits it): what the node would gain from real-time
+# camera threads. Not something the benchmark can give the product: measured to size that change.
+PUB_FIFO_VAR = "_P2_PUBLISHER_FIFO"
+RT_PROFILE_FILE = "fastdds_local_large_data_rt.xml"
+PUB_FIFO_PRIORITY = 10
+DEFAULT_CONDITIONS = ("defaults", "large_data", "profile_only", "profile", "profile_raw", "profile_rtdds",
+                      "receiver", "receiver_pubrt", "jpeg", "jpeg_defaults")
 
 
 # ---- subscriber process ------------------------------------------------------------------------------
@@ -108,6 +147,18 @@ def subscriber(args: argparse.Namespace) -> int:
         compressed_topic,
     )
 
+    mode, *opts = args.sub_mode.split(":")
+    args.sub_mode = mode
+    priority = int(opts[0]) if opts else 0
+    if "switch" in opts:  # as the driver node does (GIL_SWITCH_INTERVAL_S)
+        sys.setswitchinterval(0.0005)
+    stop_gil = threading.Event()
+    if "gil" in opts:
+        def hold_gil() -> None:  # pure Python: holds the GIL until the interpreter switches threads
+            while not stop_gil.is_set():
+                sum(i * i for i in range(2000))
+        threading.Thread(target=hold_gil, daemon=True).start()
+
     rclpy.init()
     node = rclpy.create_node("bench_policy_like_subscriber")
     cams = args.cameras.split(",")
@@ -125,6 +176,8 @@ def subscriber(args: argparse.Namespace) -> int:
             if args.sub_mode == "raw":  # the CDR bytes: header and a zero-copy view on the pixels
                 decoded = image_from_cdr(msg)
                 stamp, frame = decoded.stamp_s, decoded.image
+            elif args.sub_mode == "receiver":  # decoded by the receiver already (before t0: not counted)
+                stamp, frame = msg.stamp_s, msg.image
             elif args.compressed:
                 stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
                 frame = image_from_compressed_fields(msg.format, msg.data)
@@ -164,10 +217,24 @@ def subscriber(args: argparse.Namespace) -> int:
             if status.name.endswith("molmoact2_perception"):
                 diag.update({kv.key: kv.value for kv in status.values})
 
+    receiver = None
+    if args.sub_mode == "receiver":
+        # The product's receiver (nodes/image_cdr.py): its own node, executor and thread, raw CDR frames.
+        from molmoact2_ros.nodes.image_cdr import CameraFrameReceiver
+
+        callbacks = {cam: on_frame(cam) for cam in cams}
+
+        def on_receiver_frame(cam: str, frame: Any, info: Any) -> None:
+            callbacks[cam](frame, info)
+
+        receiver = CameraFrameReceiver(cams, on_receiver_frame, priority=priority)
+        if receiver.priority_error:
+            print(f"warning: {receiver.priority_error}", file=sys.stderr, flush=True)
     for cam in cams:
         mtype, topic = (CompressedImage, compressed_topic(cam)) if args.compressed else (Image, camera_topic(cam))
-        node.create_subscription(mtype, topic, on_frame(cam), CAMERA_QOS, raw=args.sub_mode == "raw",
-                                 event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost(cam)))
+        if receiver is None:
+            node.create_subscription(mtype, topic, on_frame(cam), CAMERA_QOS, raw=args.sub_mode == "raw",
+                                     event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost(cam)))
         node.create_subscription(CameraInfo, camera_info_topic(cam), on_info(cam), CAMERA_QOS)
     node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, on_diag, DIAGNOSTICS_QOS)
     if args.sub_mode == "events":
@@ -225,7 +292,14 @@ def stop_hog(hog: subprocess.Popen | None) -> None:
         hog.wait()
 
 
-def _condition_env(name: str) -> dict[str, str]:
+def rt_profile_path() -> Path:
+    """config/dds/fastdds_local_large_data_rt.xml: the shipped profile + SCHED_FIFO DDS reception threads."""
+    from molmoact2_ros.bringup import DEFAULT_DDS_PROFILE, dds_profile_path
+
+    return dds_profile_path(DEFAULT_DDS_PROFILE).with_name(RT_PROFILE_FILE)
+
+
+def _condition_env(name: str, workdir: Path) -> dict[str, str]:
     from molmoact2_ros.bringup import DEFAULT_DDS_PROFILE, dds_environment, node_environment
 
     _, extra, _, _ = CONDITIONS[name]
@@ -236,15 +310,21 @@ def _condition_env(name: str) -> dict[str, str]:
         env.update(dds_environment(DEFAULT_DDS_PROFILE, {}))
     else:
         env.update(node_environment(DEFAULT_DDS_PROFILE, {}))
-        if extra == "bringup+async":
+        flags = extra.split("+")[1:]
+        if "async" in flags:
             env["RMW_FASTRTPS_PUBLICATION_MODE"] = "ASYNCHRONOUS"
+        if "rtdds" in flags:  # the real-time variant of the profile
+            path = str(rt_profile_path())
+            env["FASTDDS_DEFAULT_PROFILES_FILE"] = env["FASTRTPS_DEFAULT_PROFILES_FILE"] = path
+        if "pubrt" in flags:
+            env[PUB_FIFO_VAR] = str(PUB_FIFO_PRIORITY)
     return env
 
 
 def run_condition(name: str, args: argparse.Namespace, workdir: Path, hog_cpu: int | None = None) -> dict[str, Any]:
     """One condition: perception node + subscriber process; with ``hog_cpu`` a busy loop pinned there."""
     _, _, compressed, sub_mode = CONDITIONS[name]
-    env = _condition_env(name)
+    env = _condition_env(name, workdir)
     out = workdir / f"{name}_{time.monotonic_ns()}.json"
     hog = start_hog(hog_cpu) if hog_cpu is not None else None
     try:
@@ -256,11 +336,17 @@ def run_condition(name: str, args: argparse.Namespace, workdir: Path, hog_cpu: i
 def _run_pair(name: str, args: argparse.Namespace, workdir: Path, env: dict[str, str], out: Path,
               compressed: bool, sub_mode: str) -> dict[str, Any]:
     pub_log = open(workdir / f"{name}_perception.log", "w")  # noqa: SIM115 - closed below
+    pub_fifo = int(env.pop(PUB_FIFO_VAR, "0"))
+
+    def publisher_priority() -> None:  # in the child before exec: its threads inherit the policy
+        if pub_fifo:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(pub_fifo))
+
     pub = subprocess.Popen(
         [sys.executable, "-u", "-m", "molmoact2_ros.nodes.perception_node", "--ros-args",
          "-p", f"embodiment:={EMBODIMENT}", "-p", f"publish_compressed:={'true' if compressed else 'false'}",
          "-p", f"jpeg_quality:={JPEG_QUALITY}", "-p", f"cameras:=[{','.join(CAMERAS)}]"],
-        env=env, stdout=pub_log, stderr=subprocess.STDOUT, start_new_session=True)
+        env=env, stdout=pub_log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=publisher_priority)
     try:
         sub = subprocess.run(
             [sys.executable, __file__, "--role", "subscriber", "--out", str(out), "--cameras", ",".join(CAMERAS),
@@ -279,7 +365,11 @@ def _run_pair(name: str, args: argparse.Namespace, workdir: Path, env: dict[str,
     if sub.returncode != 0 or not out.is_file():
         raise RuntimeError(f"subscriber for {name} failed ({sub.returncode}):\n{sub.stdout}\n{sub.stderr}\n"
                            f"perception log: {(workdir / f'{name}_perception.log').read_text()[-2000:]}")
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    if not any(result["warm_counts"].values()):  # nothing arrived at all: show why rather than a row of nan
+        print(f"  warning: no frame of {name} arrived; perception log tail:\n"
+              f"{(workdir / f'{name}_perception.log').read_text()[-1500:]}", flush=True)
+    return result
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -342,7 +432,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds over all conditions")
     ap.add_argument("--conditions", default=",".join(DEFAULT_CONDITIONS),
                     help=f"comma-separated, from {', '.join(CONDITIONS)}")
-    ap.add_argument("--sub-mode", choices=("policy", "events", "raw"), default="policy")
+    ap.add_argument("--sub-mode", default="policy", help="(subscriber) policy, events, raw or receiver[:prio[:gil...]]")
     ap.add_argument("--out", default="")
     ap.add_argument("--cameras", default=",".join(CAMERAS))
     ap.add_argument("--compressed", action="store_true")
