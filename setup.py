@@ -15,7 +15,9 @@ EXTRAS = {
         "ros-rclpy", "ros-sensor-msgs", "ros-std-msgs", "ros-trajectory-msgs", "ros-geometry-msgs",
         "ros-diagnostic-msgs", "ros-std-srvs", "ros-lifecycle-msgs", "ros-rmw-fastrtps-cpp",
     ],
-    "bags": ["rosbags>=0.10"],
+    # Offline evaluation and export: rosbags reads/writes rosbag2; LeRobot's dataset extra writes LeRobot datasets
+    # (videos through PyAV's bundled FFmpeg); matplotlib draws the eval report's plots.
+    "bags": ["rosbags>=0.10", "lerobot[dataset]==0.6.1", "matplotlib"],
     "sim": ["mujoco>=3.2,<4", "gymnasium>=1.0"],
     # Robot PC hardware extras. so100: LeRobot's own Feetech bus and SO-follower calibration format (LeRobot
     # depends on torch, so this extra brings torch to the robot PC too; docs/arms/so101.md says so).

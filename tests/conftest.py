@@ -31,7 +31,7 @@ REQUIRED_MODULES = frozenset({
     "rclpy", "builtin_interfaces", "rcl_interfaces", "sensor_msgs", "std_msgs", "trajectory_msgs",
     "geometry_msgs", "diagnostic_msgs", "std_srvs", "lifecycle_msgs",
     # bags
-    "rosbags",
+    "rosbags", "av", "datasets",
     # dev
     "pytest_timeout", "hypothesis", "mypy", "matplotlib", "pyrealsense2",
     # so100, yam, franka: the hardware libraries the emulated-device tests drive

@@ -77,7 +77,10 @@ class CameraFrameReceiver:
         self.priority_error = ""
         self.frames = dict.fromkeys(topics, 0)
         self.errors = dict.fromkeys(topics, 0)
-        self._node = Node(node_name, namespace=namespace, context=context)
+        # Not the process's global arguments: a launcher's `-r __node:=<name>` is meant for the owning node
+        # and would give this one the same name.
+        self._node = Node(node_name, namespace=namespace, context=context, use_global_arguments=False,
+                          start_parameter_services=False)
         self._subs = [
             self._node.create_subscription(Image, topic, self._callback(cam, topic), qos, raw=True)
             for cam, topic in topics.items()

@@ -11,7 +11,10 @@ A lifecycle node (``molmoact2_policy``), the one a lab runs on its GPU host:
   A host without torch (a robot PC) fails configure saying that the ``policy`` extra is missing.
 - activate: produce chunks; deactivate: stop (a chunk in flight is dropped); cleanup: release the model.
 
-Inputs are assembled by ``core.observation``: the newest frame per camera (``/cameras/<name>/image_raw``
+The node is a thin shell over ``backends.policy.inference.PolicyInference`` (the component the bag
+evaluator runs as well): it subscribes, hands every message to it, runs its ``poll``/``infer`` on the
+inference thread and publishes what comes out. Inputs are assembled by ``core.observation``: the newest
+frame per camera (``/cameras/<name>/image_raw``
 or, with ``image_transport:=compressed``, ``.../image_raw/compressed`` JPEG from a remote host), the
 newest ``/joint_states`` matched by joint name, the latched ``/molmoact2/instruction``. A stale,
 frozen, skewed, undecodable or missing camera, a missing joint or a non-finite state means no
@@ -36,7 +39,6 @@ import math
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,22 +52,22 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from molmoact2_ros.backends.policy.depth_buffer import CameraIdentity, DepthBuffer
+from molmoact2_ros.backends.policy.inference import (
+    LATENCY_WINDOW,
+    InferenceStats,
+    PolicyInference,
+    input_limits,
+    load_runtime,
+    refuse_random_weights_for_discrete,
+)
 from molmoact2_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from molmoact2_ros.core.errors import ConfigError, MolmoAct2RosError, ObservationError
-from molmoact2_ros.core.images import image_from_compressed_fields, image_from_msg
-from molmoact2_ros.core.observation import (
-    InputFault,
-    InputLimits,
-    InputProblem,
-    ObservationAssembler,
-    ObservationNotReady,
-    bytes_fingerprint,
-    frame_fingerprint,
-)
-from molmoact2_ros.nodes.contract import ChunkMessages, stamp_from_msg, stamp_to_msg
+from molmoact2_ros.core.images import CdrImage
+from molmoact2_ros.core.observation import InputFault, InputLimits, InputProblem, ObservationAssembler
+from molmoact2_ros.nodes.contract import ChunkMessages, stamp_to_msg
 from molmoact2_ros.nodes.deferred_log import DeferredLog
-from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, percentiles_ms
+from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
+from molmoact2_ros.nodes.image_cdr import MAX_PRIORITY, CameraFrameReceiver
 from molmoact2_ros.nodes.qos import (
     CAMERA_QOS,
     CHUNK_QOS,
@@ -87,7 +89,7 @@ IMAGE_TRANSPORTS = ("raw", "compressed")
 # How often the inference thread re-checks its inputs when no new frame arrives: stale cameras and
 # joint states must show on /diagnostics even when nothing is being published at all.
 HEALTH_CHECK_PERIOD_S = 0.05
-LATENCY_WINDOW = 500  # inferences kept for the latency percentiles and the rate
+__all__ = ["LATENCY_WINDOW", "NODE_NAME", "PARAMS", "PolicyNode", "depth_grid_msg", "main"]
 # Per-inference metric topics: reliable so a plotter sees every call, a few deep for bursts.
 METRIC_QOS_DEPTH = 10
 # Parameters that take effect while running (the others at the next configure).
@@ -104,6 +106,10 @@ def _at_least(lower: float) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         return "" if value >= lower else f"use a value >= {lower:g}"
     return check
+
+
+def _priority(value: Any) -> str:
+    return "" if 0 <= value <= MAX_PRIORITY else f"use 0 (normal scheduling) or 1-{MAX_PRIORITY}"
 
 
 def _positive(value: Any) -> str:
@@ -134,6 +140,10 @@ PARAMS: dict[str, tuple[Any, str, Callable[[Any], str] | None]] = {
     "image_transport": ("raw", "raw: sensor_msgs/Image on /cameras/<name>/image_raw; compressed: JPEG "
                                "CompressedImage on /cameras/<name>/image_raw/compressed (remote host)",
                         _is_one_of(IMAGE_TRANSPORTS)),
+    "camera_thread_priority": (10, "raw transport: SCHED_FIFO priority of the thread that takes camera frames "
+                                   "(1-99, below the driver's 50; 0 = normal scheduling). Keeps frames on time on a "
+                                   "loaded host (benchmarks P2); where refused, a warning and normal scheduling",
+                               _priority),
     "camera_max_age_s": (0.0, "frames older than this are stale (seconds); 0 = each camera's max_age_s "
                               "from the embodiment", _at_least(0.0)),
     "camera_max_skew_s": (0.1, "largest spread of capture times across cameras (seconds); 0 = no check",
@@ -169,36 +179,8 @@ def depth_grid_msg(bins: np.ndarray, stamp_s: float, frame_id: str) -> Image:
     return msg
 
 
-class _Stats:
-    """Counters and latency windows shared by the inference thread and the diagnostics timer."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.counters = {"inferences": 0, "chunks_published": 0, "chunks_discarded": 0,
-                         "skipped_no_input": 0, "errors": 0, "input_fault_events": 0}
-        self.latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.cycle_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.done_at: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.fractions: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.observation_age_ms = float("nan")
-
-    def bump(self, key: str, n: int = 1) -> None:
-        with self.lock:
-            self.counters[key] += n
-
-    def snapshot(self) -> dict[str, Any]:
-        with self.lock:
-            values: dict[str, Any] = dict(self.counters)
-            values.update(percentiles_ms("inference_latency", self.latency_ms))
-            values.update(percentiles_ms("cycle_latency", self.cycle_ms))
-            done = list(self.done_at)
-            values["inference_rate_hz"] = (
-                (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0)
-            values["observation_age_ms"] = self.observation_age_ms
-            if self.fractions:
-                values["depth_repredicted_fraction"] = self.fractions[-1]
-                values["depth_repredicted_fraction_mean"] = float(np.mean(self.fractions))
-        return values
+# The counters moved into the inference component; the old name stays for readers of this module.
+_Stats = InferenceStats
 
 
 class PolicyNode(LifecycleNode):
@@ -210,13 +192,11 @@ class PolicyNode(LifecycleNode):
             self.declare_parameter(name, default, ParameterDescriptor(description=description))
         self._emb: EmbodimentConfig | None = None
         self._runtime: Any = None
-        self._assembler: ObservationAssembler | None = None
-        self._depth: DepthBuffer | None = None
-        self._depth_camera = CameraIdentity()  # the first camera's identity epochs, for the depth buffer
-        # Inference thread: frame_id of the frame each camera contributed to the observation being assembled.
-        self._used_frame_ids: dict[str, str] = {}
+        # Observation assembly, scheduling, the depth buffer and the counters: the component the bag
+        # evaluator runs too (backends/policy/inference.py). None while unconfigured.
+        self._core: PolicyInference | None = None
         self._think = False
-        self._stats = _Stats()
+        self._idle_stats = InferenceStats()  # reported while no component exists (the last one's after cleanup)
         self._lifecycle = "unconfigured"
         self._configure_error = ""
         self._configure_stage = ""
@@ -228,15 +208,10 @@ class PolicyNode(LifecycleNode):
         self._activated_at = 0.0
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self._camera_rx: CameraFrameReceiver | None = None
         # Frame callbacks notify the inference thread; it never polls faster than HEALTH_CHECK_PERIOD_S.
         self._new_input = threading.Condition()
         self._last_frame_rx = 0.0  # perf_counter of the newest frame's arrival
-        self._episode = 0  # bumped by ~/reset and a new instruction: results of older calls are dropped
-        self._min_sequence = 0  # after ~/reset, only frames newer than this count as new
-        # Capture time of the last observation inferred on. A chunk is stamped with its observation's
-        # oldest frame, so a new frame on one camera alone does not make a newer observation; inferring
-        # on it would publish a chunk with the same stamp, which the driver rightly rejects as a duplicate.
-        self._last_obs_stamp_s = float("-inf")
         self._input_problems: tuple[InputProblem, ...] = ()
         self._input_level = OK
         self._last_error = ""
@@ -265,6 +240,22 @@ class PolicyNode(LifecycleNode):
 
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
+
+    @property
+    def _stats(self) -> InferenceStats:
+        """The counters and latency windows (the component's while configured)."""
+        core = self._core
+        return core.stats if core is not None else self._idle_stats
+
+    @property
+    def _assembler(self) -> ObservationAssembler | None:
+        core = self._core
+        return core.assembler if core is not None else None
+
+    @property
+    def inference(self) -> PolicyInference | None:
+        """The inference component (None while unconfigured): what the node feeds and runs."""
+        return self._core
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate every change; the live ones take effect at once, the rest at the next configure."""
@@ -325,11 +316,10 @@ class PolicyNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._emb = emb
         self._think = bool(p["enable_depth_reasoning"])
-        self._assembler = ObservationAssembler(emb.camera_names, emb.joint_names, limits, p["instruction"])
-        self._depth = DepthBuffer(p["depth_cache_max_gap_s"], enabled=p["enable_depth_cache"]) if self._think \
-            else None
-        self._depth_camera = CameraIdentity()
-        self._stats = _Stats()
+        self._core = PolicyInference(
+            self._runtime, emb, limits, instruction=p["instruction"], think=self._think,
+            depth_cache_max_gap_s=p["depth_cache_max_gap_s"], enable_depth_cache=p["enable_depth_cache"],
+            clock=self._now_s)
         self._input_problems, self._input_level, self._last_error = (), OK, ""
         self._create_entities(emb, p["image_transport"])
         self._configure_stage = "ready"
@@ -363,13 +353,8 @@ class PolicyNode(LifecycleNode):
         return p
 
     def _input_limits(self, emb: EmbodimentConfig, p: dict[str, Any]) -> InputLimits:
-        override = float(p["camera_max_age_s"])
-        return InputLimits(
-            camera_max_age_s={c.name: override or c.max_age_s for c in emb.cameras},
-            max_skew_s=float(p["camera_max_skew_s"]),
-            frozen_after=int(p["frozen_frame_limit"]),
-            joint_state_max_age_s=float(p["joint_state_max_age_s"]),
-        )
+        return input_limits(emb, camera_max_age_s=float(p["camera_max_age_s"]), max_skew_s=p["camera_max_skew_s"],
+                            frozen_after=p["frozen_frame_limit"], joint_state_max_age_s=p["joint_state_max_age_s"])
 
     def _load_with_progress(self, emb: EmbodimentConfig, p: dict[str, Any]) -> Any:
         """Load + warm up on a helper thread; meanwhile report progress on /diagnostics (the executor is
@@ -403,58 +388,26 @@ class PolicyNode(LifecycleNode):
 
     def _load_runtime(self, emb: EmbodimentConfig, p: dict[str, Any]) -> Any:
         """Runs on the loader thread: no rclpy logging here (the executor thread logs the outcome)."""
-        # Imported here: torch is only needed on the policy host, and only once configured.
-        from molmoact2_ros.backends.policy.molmoact2_runtime import MolmoAct2Runtime, require_policy_extra
-
-        # First: without torch every later step fails on some other missing module, which says nothing
-        # about what to install.
-        require_policy_extra()
-
         checkpoint = str(p["checkpoint"] or emb.policy.default_checkpoint)
-        if checkpoint == "tiny":
-            from molmoact2_ros.backends.policy.tiny_checkpoint import ensure_tiny_checkpoint
-
-            self._configure_stage = "building tiny checkpoint"
-            checkpoint = str(ensure_tiny_checkpoint(emb, think=bool(p["enable_depth_reasoning"])))
-        if p["action_mode"] == "discrete":
-            self._refuse_random_weights_for_discrete(checkpoint)
         self._model_info = {"checkpoint": checkpoint, "device": p["device"], "dtype": p["dtype"],
                             "action_mode": p["action_mode"]}
-        if p["torch_num_threads"] > 0:
-            import torch
 
-            torch.set_num_threads(int(p["torch_num_threads"]))
-        self._configure_stage = f"loading {checkpoint}"
-        t0 = time.monotonic()
-        runtime = MolmoAct2Runtime(
-            checkpoint, emb, norm_tag=p["norm_tag"] or None, device=p["device"], dtype=p["dtype"],
-            num_steps=p["num_flow_steps"] or None, n_action_steps=p["n_action_steps"] or None,
+        def stage(text: str) -> None:
+            self._configure_stage = text
+
+        loaded = load_runtime(
+            emb, checkpoint, norm_tag=p["norm_tag"], device=p["device"], dtype=p["dtype"],
+            num_flow_steps=p["num_flow_steps"], n_action_steps=p["n_action_steps"],
             enable_cuda_graph=p["enable_cuda_graph"], seed=None if p["seed"] < 0 else p["seed"],
-            action_mode=p["action_mode"], action_tokenizer_dir=p["fast_tokenizer_dir"] or None,
-        )
-        try:
-            if p["enable_depth_reasoning"] and not runtime.supports_depth_reasoning:
-                raise ConfigError(
-                    f"enable_depth_reasoning is true but checkpoint {checkpoint} is not a Think variant "
-                    "(no depth reasoning); use e.g. allenai/MolmoAct2-Think or turn it off")
-            self._configure_stage = "warm-up inference"
-            self._warmup_s = runtime.warmup(enable_depth_reasoning=bool(p["enable_depth_reasoning"]))
-        except MolmoAct2RosError as exc:
-            runtime.close()
-            what = "warm-up inference failed" if not isinstance(exc, ConfigError) else "bad configuration"
-            raise type(exc)(f"{what}: {exc}") from exc
-        self._load_time_s = time.monotonic() - t0
-        return runtime
+            action_mode=p["action_mode"], fast_tokenizer_dir=p["fast_tokenizer_dir"],
+            think=bool(p["enable_depth_reasoning"]), torch_num_threads=p["torch_num_threads"], stage=stage)
+        self._model_info["checkpoint"] = loaded.checkpoint
+        self._warmup_s, self._load_time_s = loaded.warmup_s, loaded.load_s
+        return loaded.runtime
 
     @staticmethod
     def _refuse_random_weights_for_discrete(checkpoint: str) -> None:
-        from molmoact2_ros.backends.policy.tiny_checkpoint import MANIFEST_NAME
-
-        if (Path(checkpoint).expanduser() / MANIFEST_NAME).is_file():
-            raise ConfigError(
-                f"action_mode 'discrete' needs trained weights, but {checkpoint} is a tiny built checkpoint "
-                "whose discrete head never emits a decodable action chunk; use action_mode "
-                "'continuous' or a released MolmoAct2 checkpoint")
+        refuse_random_weights_for_discrete(checkpoint)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._activated_at = time.monotonic()
@@ -497,6 +450,9 @@ class PolicyNode(LifecycleNode):
             # An inference in flight finishes first (a real model: up to a second or so).
             self._worker.join(timeout=30.0)
         self._worker = None
+        if self._camera_rx is not None:
+            self._camera_rx.close()
+            self._camera_rx = None
         for sub in self._subs:
             self.destroy_subscription(sub)
         for pub in self._pubs:
@@ -506,8 +462,9 @@ class PolicyNode(LifecycleNode):
         if self._runtime is not None:
             self._runtime.close()
             self._runtime = None
-        self._assembler = None
-        self._depth = None
+        if self._core is not None:
+            self._idle_stats = self._core.stats
+        self._core = None
         self._emb = None
         self._configure_stage = ""
 
@@ -518,9 +475,14 @@ class PolicyNode(LifecycleNode):
                 self._subs.append(self.create_subscription(
                     CompressedImage, compressed_topic(cam), functools.partial(self._on_compressed, cam),
                     CAMERA_QOS))
-            else:
-                self._subs.append(self.create_subscription(
-                    Image, camera_topic(cam), functools.partial(self._on_image, cam), CAMERA_QOS))
+        if transport != "compressed":
+            # Raw frames on a thread of their own, taken as bytes (nodes/image_cdr.py: why).
+            self._camera_rx = CameraFrameReceiver(
+                emb.camera_names, self._on_camera_frame, self._on_camera_error,
+                node_name=f"{self.get_name()}_cameras", namespace=self.get_namespace(), context=self.context,
+                priority=int(self.get_parameter("camera_thread_priority").value))
+            if self._camera_rx.priority_error:
+                self.get_logger().warning(f"camera thread: {self._camera_rx.priority_error}")
         self._subs.append(self.create_subscription(
             JointState, JOINT_STATES_TOPIC, self._on_joint_state, JOINT_STATE_QOS))
         self._subs.append(self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction, LATCHED_QOS))
@@ -535,80 +497,61 @@ class PolicyNode(LifecycleNode):
                 Float64, "~/depth_repredicted_fraction", METRIC_QOS_DEPTH)
             self._pubs += [self._depth_pub, self._fraction_pub]
 
-    # ---- inputs (executor thread) ------------------------------------------------------------
-    def _frame_stamp(self, stamp: Any) -> float:
-        # A source without timestamps (zero stamp): the best we know is the arrival time.
-        t = stamp_from_msg(stamp)
-        return t if t > 0 else self.get_clock().now().nanoseconds * 1e-9
-
-    def _add_frame(self, camera: str, stamp_s: float, decode: Callable[[], np.ndarray], fingerprint: int,
-                   frame_id: str, error: str = "") -> None:
-        assembler = self._assembler
-        if assembler is None:
-            return
-        if self._think:
-            # The assembler decodes (on the inference thread) exactly the frames an observation uses: note
-            # which stream each came from, the first camera's identity for the depth buffer.
-            def decode_noting_source(decode: Callable[[], np.ndarray] = decode) -> np.ndarray:
-                image = decode()
-                self._used_frame_ids[camera] = frame_id
-                return image
-            decode = decode_noting_source
-        assembler.add_frame(camera, stamp_s, decode, fingerprint, frame_id, error)
+    # ---- inputs (executor thread): handed to the component as they are --------------------------
+    def _notify_frame(self) -> None:
         with self._new_input:
             self._last_frame_rx = time.perf_counter()
             self._new_input.notify()
 
-    def _on_image(self, camera: str, msg: Image) -> None:
-        what = camera_topic(camera)
-        try:
-            frame = image_from_msg(msg, what=what)  # rgb8: a zero-copy view on the message
-        except ObservationError as exc:
-            # Recorded, not dropped: the inference thread reports it as this camera's problem.
-            error = exc
-
-            def decode() -> np.ndarray:
-                raise error
-            self._add_frame(camera, self._frame_stamp(msg.header.stamp), decode, -1, msg.header.frame_id,
-                            str(exc))
+    def _on_camera_frame(self, camera: str, frame: CdrImage, info: dict[str, Any]) -> None:
+        core = self._core
+        if core is None:
             return
-        self._add_frame(camera, self._frame_stamp(msg.header.stamp), lambda: frame, frame_fingerprint(frame),
-                        msg.header.frame_id)
+        core.add_cdr_frame(camera, frame)
+        self._notify_frame()
+
+    def _on_camera_error(self, camera: str, error: ObservationError) -> None:
+        core = self._core
+        if core is None:
+            return
+        core.add_bad_frame(camera, error)
+        self._notify_frame()
+
+    def _on_image(self, camera: str, msg: Image) -> None:
+        core = self._core
+        if core is None:
+            return
+        core.add_image(camera, msg, what=camera_topic(camera))  # rgb8: a zero-copy view on the message
+        self._notify_frame()
 
     def _on_compressed(self, camera: str, msg: CompressedImage) -> None:
-        # Decoded on the inference thread, only for frames an inference uses (JPEG decode costs ms).
-        fmt, data = msg.format, msg.data
-        decode = functools.cache(lambda: image_from_compressed_fields(fmt, data, what=compressed_topic(camera)))
-        self._add_frame(camera, self._frame_stamp(msg.header.stamp), decode, bytes_fingerprint(data),
-                        msg.header.frame_id)
+        core = self._core
+        if core is None:
+            return
+        core.add_compressed(camera, msg, what=compressed_topic(camera))  # decoded on the inference thread
+        self._notify_frame()
 
     def _on_joint_state(self, msg: JointState) -> None:
-        if self._assembler is not None:
-            self._assembler.set_joint_state(msg.name, msg.position, self._frame_stamp(msg.header.stamp))
+        core = self._core
+        if core is not None:
+            core.set_joint_state(msg)
 
     def _on_instruction(self, msg: String) -> None:
-        assembler = self._assembler
-        if assembler is None or not assembler.set_instruction(msg.data):
+        core = self._core
+        if core is None or not core.set_instruction(msg.data):
             return
-        self._new_episode("instruction")
         self.get_logger().info(f"instruction: {msg.data!r}")
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        if self._assembler is None:
+        core = self._core
+        if core is None:
             response.success, response.message = False, "policy node is not configured"
             return response
-        self._min_sequence = self._assembler.sequence  # before the episode: no older frame slips in
-        self._last_obs_stamp_s = float("-inf")
-        self._new_episode("new_episode")
+        core.reset("new_episode")
         response.success = True
         response.message = "new episode: depth buffer cleared, the inference in flight (if any) dropped"
         self.get_logger().info(response.message)
         return response
-
-    def _new_episode(self, reason: str) -> None:
-        self._episode += 1
-        if self._depth is not None:
-            self._depth.reset(reason)
 
     # ---- inference thread --------------------------------------------------------------------
     # Never calls the rclpy logger directly: see nodes/deferred_log.py.
@@ -616,17 +559,14 @@ class PolicyNode(LifecycleNode):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _inference_loop(self) -> None:
-        consumed = -1  # assembler sequence of the last observation inferred on
-        blocked = -1  # assembler sequence of the last observation refused for bad inputs
         next_start = 0.0
         prev_done = 0.0
         while not self._stop.is_set():
             if not self._active.wait(timeout=0.1):
                 continue
-            assembler = self._assembler
-            if assembler is None:
+            core = self._core
+            if core is None:
                 return
-            max_rate = self._max_rate_hz
             delay = next_start - time.monotonic()
             if delay > 0:
                 self._stop.wait(delay)
@@ -634,36 +574,25 @@ class PolicyNode(LifecycleNode):
             # Wait for a frame newer than anything already inferred on or refused (never spin: the
             # executor thread needs the GIL to take frames in).
             with self._new_input:
-                if assembler.sequence <= max(consumed, blocked, self._min_sequence) and not self._stop.is_set():
+                if not core.has_new_frame and not self._stop.is_set():
                     self._new_input.wait(HEALTH_CHECK_PERIOD_S)
                 available = max(self._last_frame_rx, prev_done)
             if self._stop.is_set() or not self._active.is_set():
                 continue
-            now = self._now_s()
-            sequence = assembler.sequence
-            if sequence <= max(consumed, blocked, self._min_sequence):
-                # Nothing new to infer on; keep the input health current anyway (stale inputs).
-                problems = assembler.check(now)
-                if problems:
+            decision = core.poll(self._now_s())
+            if decision.kind in ("idle", "blocked"):
+                # idle: nothing new, but keep the input health current anyway (stale inputs).
+                if decision.problems:
                     self._stats.bump("skipped_no_input")
-                self._note_inputs(problems)
-                continue
-            episode = self._episode
-            try:
-                assembly = assembler.assemble(now)
-            except ObservationNotReady as exc:
-                blocked = sequence
-                self._stats.bump("skipped_no_input")
-                self._note_inputs(exc.problems)
+                self._note_inputs(decision.problems)
                 continue
             self._note_inputs(())
-            consumed = assembly.sequence
-            if assembly.observation.stamp_s <= self._last_obs_stamp_s:
-                continue  # wait for every camera to move past the last observation
-            self._last_obs_stamp_s = assembly.observation.stamp_s
+            if decision.kind != "ready":
+                continue  # same stamp: wait for every camera to move past the last observation
+            max_rate = self._max_rate_hz
             next_start = time.monotonic() + (1.0 / max_rate if max_rate > 0 else 0.0)
             try:
-                self._infer(assembly, episode, available)
+                self._infer(core, decision, available)
             except Exception as exc:  # a dead inference thread would stall silently: report, go on
                 self._stats.bump("errors")
                 if str(exc) != self._last_error:
@@ -671,59 +600,31 @@ class PolicyNode(LifecycleNode):
                 self._last_error = f"{type(exc).__name__}: {exc}"
             prev_done = time.perf_counter()
 
-    def _infer(self, assembly: Any, episode: int, available: float) -> None:
-        obs = assembly.observation
-        depth, ticket = self._depth, None
-        kwargs: dict[str, Any] = {}
-        if depth is not None:
-            first = self._emb.camera_names[0] if self._emb is not None else ""
-            # Identity, not the assembler's epoch: that one also moves when frames resume after a pause
-            # longer than the camera's max_age_s, which is a gap (judged by stamps in the buffer), not
-            # another camera.
-            identity = (self._used_frame_ids.get(first, ""), assembly.frame_shapes.get(first))
-            ticket = depth.take(instruction=obs.instruction, camera_epoch=self._depth_camera.epoch_of(identity),
-                                stamp_s=obs.stamp_s)
-            kwargs = {"enable_depth_reasoning": True, "depth_cache": ticket.cache}
-        runtime = self._runtime
-        if runtime is None:
-            return
-        t0 = time.perf_counter()
+    def _infer(self, core: PolicyInference, decision: Any, available: float) -> None:
         try:
-            chunk, info = runtime.predict(obs, **kwargs)
-        except MolmoAct2RosError as exc:
-            self._stats.bump("errors")
+            result = core.infer(decision)
+        except MolmoAct2RosError as exc:  # counted by the component
             if str(exc) != self._last_error:
                 self._log_later("error", f"inference failed: {exc}")
             self._last_error = str(exc)
             return
-        latency_ms = (time.perf_counter() - t0) * 1e3
         self._last_error = ""
-        self._stats.bump("inferences")
-        if depth is not None and ticket is not None:
-            depth.store(ticket, info.get("depth_cache"), obs.stamp_s)
-        if episode != self._episode or not self._active.is_set() or self._chunk_pub is None:
+        obs = result.observation
+        if not core.is_current(result.episode) or not self._active.is_set() or self._chunk_pub is None:
             # Computed for a previous episode / instruction, or we were deactivated meanwhile.
             self._stats.bump("chunks_discarded")
             return
-        self._chunk_pub.publish(self._chunk_msgs.fill(chunk))
+        self._chunk_pub.publish(self._chunk_msgs.fill(result.chunk))
         published = time.perf_counter()
-        fraction = info.get("depth_repredicted_fraction")
-        if self._depth_pub is not None and info.get("depth_bins") is not None:
+        if self._depth_pub is not None and result.depth_bins is not None:
             frame_id = self._emb.camera_names[0] if self._emb is not None else ""
-            self._depth_pub.publish(depth_grid_msg(info["depth_bins"], obs.stamp_s, frame_id))
-        if self._fraction_pub is not None and fraction is not None:
-            self._fraction_pub.publish(Float64(data=float(fraction)))
+            self._depth_pub.publish(depth_grid_msg(result.depth_bins, obs.stamp_s, frame_id))
+        if self._fraction_pub is not None and result.fraction is not None:
+            self._fraction_pub.publish(Float64(data=result.fraction))
         if self._latency_pub is not None:
-            self._latency_pub.publish(Float64(data=latency_ms))
-        stats = self._stats
-        with stats.lock:
-            stats.counters["chunks_published"] += 1
-            stats.latency_ms.append(latency_ms)
-            stats.cycle_ms.append((published - available) * 1e3)
-            stats.done_at.append(published)
-            stats.observation_age_ms = (self._now_s() - obs.stamp_s) * 1e3
-            if fraction is not None:
-                stats.fractions.append(float(fraction))
+            self._latency_pub.publish(Float64(data=result.latency_ms))
+        core.stats.record_delivered(result.latency_ms, (published - available) * 1e3, published,
+                                    (self._now_s() - obs.stamp_s) * 1e3, result.fraction)
 
     def _note_inputs(self, problems: Any) -> None:
         """Record the current input problems; log when the set changes (appears, changes, clears)."""
@@ -773,7 +674,7 @@ class PolicyNode(LifecycleNode):
         for cam, st in assembler.camera_stats(self._now_s()).items():
             values[f"camera_{cam}_frames"] = st["frames"]
             values[f"camera_{cam}_age_ms"] = st["age_s"] * 1e3
-        depth = self._depth
+        depth = self._core.depth if self._core is not None else None
         if depth is not None:
             values["depth_cache_resets"] = depth.total_resets
             values["depth_cache_last_reset"] = depth.last_reset_reason
