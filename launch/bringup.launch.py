@@ -1,4 +1,4 @@
-"""ros2 launch molmoact2_ros bringup.launch.py embodiment:=so101 [backend:=feetech emulate_hardware:=true ...]
+"""ros2 launch molmoact2_ros bringup.launch.py embodiment:=so101 [backend:=feetech emulate_hardware:=true sim:=true]
 
 A thin adapter over molmoact2_ros.bringup.describe(): the pip path (`molmoact2-ros bringup`) reads the
 same description, so both start the same nodes with the same parameters.
@@ -25,6 +25,10 @@ ARGS = {
     "with_perception": ("true", "start the perception node"),
     "with_policy": ("true", "start the policy node (false on a robot PC whose policy runs elsewhere)"),
     "with_driver": ("true", "start the driver node (false on a GPU host)"),
+    "sim": ("false", "true: simulated station; the sim node (MuJoCo physics, rendered cameras) replaces perception "
+            "and the arm, the driver commands it through the mujoco backend"),
+    "gym_config": ("", "with sim:=true, a gymnasium env mapping (config/gym/<name>.yaml) instead of the "
+                   "embodiment's scene"),
     "dds_profile": ("local_large_data", "Fast DDS profile from config/dds ('' = none); ignored when the "
                     "environment already sets FASTDDS_DEFAULT_PROFILES_FILE or FASTDDS_BUILTIN_TRANSPORTS"),
 }
@@ -39,7 +43,7 @@ def _nodes(context):
         shadow_mode=v["shadow_mode"], torch_num_threads=int(v["torch_num_threads"]),
         with_perception=v["with_perception"] == "true", with_policy=v["with_policy"] == "true",
         with_driver=v["with_driver"] == "true",
-        dds_profile=v["dds_profile"],
+        dds_profile=v["dds_profile"], sim=v["sim"] == "true", gym_config=v["gym_config"],
     )
     return [
         Node(package=PACKAGE, executable=spec.executable, name=spec.name, parameters=[spec.parameters],

@@ -63,6 +63,21 @@ class BringupOptions:
     with_policy: bool = True
     with_driver: bool = True
     dds_profile: str = DEFAULT_DDS_PROFILE  # '' = Fast DDS as the environment configures it
+    # Simulated station: the sim node (MuJoCo physics, rendered cameras) replaces perception and the arm; the
+    # driver commands it through the mujoco backend (or --backend ros_topic with the sim's topics).
+    sim: bool = False
+    gym_config: str = ""  # with sim: a gymnasium env mapping (config/gym/) instead of the embodiment's scene
+
+
+# A simulated station's differences from a real one, and why:
+# - the scene can take a while to build (mesh compilation) while the driver already runs: its backend
+#   may wait this long for the first joint states before latching hardware_not_ready;
+SIM_HARDWARE_READY_TIMEOUT_S = 300.0
+# - software rendering on a CPU delivers frames later than a camera: the policy accepts older ones;
+SIM_CAMERA_MAX_AGE_S = 3.0
+# - a rendered scene that does not move renders identical pixels, which is not a hung driver: the
+#   policy's frozen-camera check is off (the sim node's own freeze check is off too).
+SIM_FROZEN_FRAME_LIMIT = 0
 
 
 def dds_profile_path(profile: str) -> Path:
@@ -117,7 +132,18 @@ def describe(opts: BringupOptions) -> list[NodeSpec]:
     # Nodes get the resolved path so a custom YAML works identically in every process.
     emb_ref = emb.source_path or opts.embodiment
     specs: list[NodeSpec] = []
-    if opts.with_perception:
+    if opts.sim and opts.emulate_hardware:
+        raise ConfigError("--sim and --emulate-hardware exclude each other: the simulation is the hardware; "
+                          "pick one")
+    if opts.gym_config and not opts.sim:
+        raise ConfigError("gym_config needs sim (the gymnasium env runs inside the sim node); add --sim")
+    if opts.sim:
+        specs.append(NodeSpec(
+            name="molmoact2_sim", executable="sim_node", module="molmoact2_ros.nodes.sim_node",
+            parameters={"embodiment": emb_ref, "camera_fps": float(opts.camera_fps), "gym_config": opts.gym_config},
+            env=dict(env),
+        ))
+    if opts.with_perception and not opts.sim:
         specs.append(NodeSpec(
             name="molmoact2_perception", executable="perception_node",
             module="molmoact2_ros.nodes.perception_node",
@@ -132,12 +158,14 @@ def describe(opts: BringupOptions) -> list[NodeSpec]:
                 "dtype": opts.dtype, "instruction": opts.instruction,
                 "max_inference_rate_hz": float(opts.max_inference_rate_hz), "autostart": True,
                 "torch_num_threads": int(opts.torch_num_threads),
+                **({"camera_max_age_s": SIM_CAMERA_MAX_AGE_S, "frozen_frame_limit": SIM_FROZEN_FRAME_LIMIT}
+                   if opts.sim else {}),
             },
             needs_torch=True,
             env=dict(env),
         ))
     if opts.with_driver:
-        backend = opts.backend
+        backend = opts.backend or ("mujoco" if opts.sim else "")
         if opts.emulate_hardware and not backend:
             from molmoact2_ros.backends.hardware import emulated_backend_for
 
@@ -146,6 +174,8 @@ def describe(opts: BringupOptions) -> list[NodeSpec]:
                                   "emulate_hardware": bool(opts.emulate_hardware)}
         if opts.shadow_mode:
             params["shadow_mode"] = opts.shadow_mode == "true"
+        if opts.sim:
+            params["hardware_ready_timeout_s"] = SIM_HARDWARE_READY_TIMEOUT_S
         specs.append(NodeSpec(
             name="molmoact2_driver", executable="driver_node", module="molmoact2_ros.nodes.driver_node",
             parameters=params, env=dict(env),

@@ -41,6 +41,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         embodiment=args.embodiment, duration_s=args.duration, checkpoint=args.checkpoint,
         instruction=args.instruction, max_inference_rate_hz=args.max_inference_rate,
         camera_fps=args.camera_fps, log_dir=args.log_dir or "", quiet=args.quiet, hardware=args.hardware,
+        record_video=args.record_video or "",
     )
     result = run_demo(opts)
     print(format_summary(load_embodiment(args.embodiment).name, result))
@@ -63,7 +64,8 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         camera_source=args.camera_source, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
         instruction=args.instruction,
         shadow_mode=args.shadow_mode, with_perception=not args.no_perception,
-        with_policy=not args.no_policy, with_driver=not args.no_driver,
+        with_policy=not args.no_policy, with_driver=not args.no_driver, sim=args.sim, gym_config=args.gym_config,
+        camera_fps=args.camera_fps,
     )
     specs = describe(opts)
     log_dir = Path(args.log_dir or f"/tmp/molmoact2_bringup_{os.getpid()}")
@@ -122,20 +124,26 @@ def build_parser() -> argparse.ArgumentParser:
         "validate configs, build test checkpoints.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="run the whole graph (mock arm, synthetic cameras) and print a summary",
-                       description="Start perception, policy and driver as separate processes on the "
-                       "built-in default (so101, mock hardware, synthetic cameras, tiny checkpoint built on "
-                       "first use), run for --duration seconds, stop cleanly and print a summary. Exits 1 "
-                       "if no chunk was executed.")
+    p = sub.add_parser("demo", help="run the whole graph (simulated SO-101 by default) and print a summary",
+                       description="Start the graph as separate processes on the built-in default (so101 "
+                       "simulated in MuJoCo: the sim node's physics and rendered cameras, the policy node on the "
+                       "tiny checkpoint built on first use, the driver commanding the simulated arm), run for "
+                       "--duration seconds, stop cleanly and print a summary. Exits 1 if no chunk was executed, "
+                       "nothing moved or a limit was broken.")
     _add_embodiment(p)
-    p.add_argument("--hardware", default="mock", choices=["mock", "emulated"],
-                   help="mock: the mock arm (default); emulated: the embodiment's real backend (feetech, i2rt, "
-                        "franka) through its real hardware library against an emulated device")
+    p.add_argument("--hardware", default="sim", choices=["sim", "mock", "emulated"],
+                   help="sim: the embodiment's MuJoCo scene, physics and rendered cameras (default); mock: the "
+                        "mock arm and synthetic cameras; emulated: synthetic cameras and the embodiment's real "
+                        "backend (feetech, i2rt, franka) through its real hardware library against an emulated device")
+    p.add_argument("--record-video", metavar="PATH",
+                   help="with --hardware sim: write PATH (.mp4 or .gif) of the first scene camera with the commanded "
+                        "and measured joints plotted beside it (recorded at a reduced frame rate)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of closed loop (default: 20)")
     p.add_argument("--checkpoint", default="tiny", help="'tiny' (default) or a checkpoint directory")
     p.add_argument("--instruction", default="pick up the red cube and place it in the bowl")
     p.add_argument("--max-inference-rate", type=float, default=0.0, help="Hz cap on inference; 0 = none")
-    p.add_argument("--camera-fps", type=float, default=0.0, help="override camera fps; 0 = embodiment's")
+    p.add_argument("--camera-fps", type=float, default=0.0,
+                   help="override camera fps; 0 = embodiment's (sim: rendering on a CPU is slow, see docs/sim.md)")
     p.add_argument("--log-dir", help="where node logs go (default: a new temp dir)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
@@ -158,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instruction", default="")
     p.add_argument("--shadow-mode", default="", choices=["", "true", "false"],
                    help="driver shadow mode; default: on for real hardware, off for mock")
+    p.add_argument("--sim", action="store_true",
+                   help="simulated station: the sim node (MuJoCo physics, rendered cameras) replaces perception and "
+                        "the arm; the driver commands it through the mujoco backend (docs/sim.md)")
+    p.add_argument("--gym-config", default="",
+                   help="with --sim: a gymnasium env mapping (config/gym/<name>.yaml or its name) instead of the "
+                        "embodiment's scene")
+    p.add_argument("--camera-fps", type=float, default=0.0, help="override camera fps; 0 = embodiment's")
     p.add_argument("--no-perception", action="store_true")
     p.add_argument("--no-policy", action="store_true")
     p.add_argument("--no-driver", action="store_true")

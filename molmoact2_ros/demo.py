@@ -1,8 +1,11 @@
 """``molmoact2-ros demo``: the whole graph as separate processes for a bounded time, then a summary.
 
-Perception (synthetic cameras) -> policy (real MolmoAct2 code, tiny checkpoint built on first use) ->
-driver (scheduler + safety stack on the mock arm, or with ``--hardware emulated`` on the embodiment's
-real backend — LeRobot's Feetech bus, i2rt, pylibfranka — driving an emulated device). A monitor node in
+By default (``--hardware sim``) the simulated station: the sim node (MuJoCo physics of the embodiment's
+scene in real time, its cameras rendered and published through the perception node's stream code) ->
+policy (real MolmoAct2 code, tiny checkpoint built on first use) -> driver (scheduler + safety stack,
+commanding the simulated arm through the ``mujoco`` backend). ``--hardware mock``: perception with
+synthetic cameras and the mock arm; ``--hardware emulated``: synthetic cameras and the embodiment's real
+backend — LeRobot's Feetech bus, i2rt, pylibfranka — driving an emulated device. A monitor node in
 this process publishes the instruction and listens to /diagnostics, to the measured ``/joint_states``
 and to what the driver wrote (``/molmoact2_driver/commanded``, stamped like the ``/joint_states`` of the
 same tick). From those it reports each joint's travel and the largest tracking error, and checks every
@@ -32,7 +35,8 @@ from molmoact2_ros.core.errors import ConfigError, MolmoAct2RosError
 from molmoact2_ros.nodes.runtime_env import apply_local_ros_defaults, unused_domain_id
 from molmoact2_ros.process_runner import ProcessGroup
 
-POLICY, DRIVER, PERCEPTION = "molmoact2_policy", "molmoact2_driver", "molmoact2_perception"
+POLICY, DRIVER, PERCEPTION, SIM = "molmoact2_policy", "molmoact2_driver", "molmoact2_perception", "molmoact2_sim"
+HARDWARE_CHOICES = ("sim", "mock", "emulated")
 COMMANDED_TOPIC = f"/{DRIVER}/commanded"
 # A joint moved if it travelled more than this fraction of its range during the run.
 MIN_TRAVEL_FRACTION = 0.02
@@ -53,7 +57,8 @@ class DemoOptions:
     startup_timeout_s: float = 180.0
     log_dir: str = ""
     quiet: bool = False
-    hardware: str = "mock"  # 'mock' or 'emulated' (the real backend against its emulated device)
+    hardware: str = "sim"  # 'sim' (MuJoCo), 'mock' or 'emulated' (the real backend against its emulated device)
+    record_video: str = ""  # with sim: write an MP4/GIF of the scene camera with the joints plotted beside
 
 
 @dataclass
@@ -157,6 +162,7 @@ class DemoResult:
     elapsed_s: float = 0.0
     log_dir: str = ""
     motion: MotionReport | None = None
+    video: str = ""  # what --record-video wrote (or why not)
 
 
 def resolve_checkpoint(emb: EmbodimentConfig, checkpoint: str, progress=print) -> str:
@@ -176,9 +182,10 @@ def resolve_checkpoint(emb: EmbodimentConfig, checkpoint: str, progress=print) -
 
 
 def _monitor(env_ready: threading.Event, stop: threading.Event, state: dict, instruction: str,
-             joint_names: list[str]) -> None:
+             joint_names: list[str], video_camera: str = "") -> None:
     """Runs in a thread: one rclpy context with a node that publishes the instruction, records the latest
-    diagnostics of each node, counts chunks, and records every measured and commanded joint sample."""
+    diagnostics of each node, counts chunks, and records every measured and commanded joint sample (and,
+    with ``video_camera``, that camera's frames at a reduced rate for --record-video)."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -233,6 +240,22 @@ def _monitor(env_ready: threading.Event, stop: threading.Event, state: dict, ins
     node.create_subscription(JointTrajectory, CHUNK_TOPIC, on_chunk, CHUNK_QOS)
     node.create_subscription(JointState, JOINT_STATES_TOPIC, recorder("measured"), samples_qos)
     node.create_subscription(JointState, COMMANDED_TOPIC, recorder("commanded"), samples_qos)
+    if video_camera:
+        from sensor_msgs.msg import Image
+
+        from molmoact2_ros.nodes.qos import CAMERA_QOS, camera_topic
+        from molmoact2_ros.sim.video import VIDEO_FPS, frame_from_image
+
+        min_gap_ns = int(1e9 / VIDEO_FPS)
+
+        def on_frame(msg: Image) -> None:
+            # Reduced rate: a video frame every 1/VIDEO_FPS s, decimated here so the monitor stays cheap.
+            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            if state["frames"] and stamp - state["frames"][-1][0] < min_gap_ns:
+                return
+            state["frames"].append((stamp, frame_from_image(msg)))
+
+        node.create_subscription(Image, camera_topic(video_camera), on_frame, CAMERA_QOS)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     env_ready.set()
@@ -250,13 +273,21 @@ def run_demo(opts: DemoOptions, progress=print) -> DemoResult:
     apply_local_ros_defaults()
     if "ROS_DOMAIN_ID" not in os.environ:  # a domain no other run on this host is using
         os.environ["ROS_DOMAIN_ID"] = str(unused_domain_id())
-    checkpoint = resolve_checkpoint(emb, opts.checkpoint, progress)
     hardware: dict = {}
+    if opts.hardware not in HARDWARE_CHOICES:
+        raise ConfigError(f"--hardware must be one of {', '.join(HARDWARE_CHOICES)}, not {opts.hardware!r}")
     if opts.hardware == "emulated":
         # The real backend through its real library; shadow mode off: nothing physical can move.
         hardware = {"backend": emulated_backend_for(emb), "emulate_hardware": True, "shadow_mode": "false"}
-    elif opts.hardware != "mock":
-        raise ConfigError(f"--hardware must be 'mock' or 'emulated', not {opts.hardware!r}")
+    elif opts.hardware == "sim":
+        hardware = {"sim": True}
+    if opts.record_video and opts.hardware != "sim":
+        raise ConfigError("--record-video records the simulation's cameras: use it with --hardware sim")
+    if opts.record_video:
+        from molmoact2_ros.sim.video import check_video_path
+
+        check_video_path(opts.record_video)
+    checkpoint = resolve_checkpoint(emb, opts.checkpoint, progress)
     specs = describe(BringupOptions(
         embodiment=emb.source_path, checkpoint=checkpoint, instruction=opts.instruction, **hardware,
         max_inference_rate_hz=opts.max_inference_rate_hz, camera_fps=opts.camera_fps,
@@ -265,10 +296,11 @@ def run_demo(opts: DemoOptions, progress=print) -> DemoResult:
     ))
     log_dir = Path(opts.log_dir or tempfile.mkdtemp(prefix=f"molmoact2_demo_{emb.name}_"))
     group = ProcessGroup(specs, dict(os.environ), log_dir)
-    state: dict = {"diag": {}, "diag_time": {}, "chunks_seen": 0, "measured": [], "commanded": []}
+    state: dict = {"diag": {}, "diag_time": {}, "chunks_seen": 0, "measured": [], "commanded": [], "frames": []}
     ready, stop = threading.Event(), threading.Event()
-    monitor = threading.Thread(target=_monitor, args=(ready, stop, state, opts.instruction, emb.joint_names),
-                               daemon=True)
+    video_camera = emb.camera_names[0] if opts.record_video else ""
+    monitor = threading.Thread(target=_monitor, args=(ready, stop, state, opts.instruction, emb.joint_names,
+                                                      video_camera), daemon=True)
     monitor.start()
     ready.wait(10.0)
     progress(f"starting {len(specs)} node processes (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, "
@@ -303,6 +335,14 @@ def run_demo(opts: DemoOptions, progress=print) -> DemoResult:
         if bad and not result.reason:
             result.reason = f"node(s) exited uncleanly: {bad}; see {log_dir}"
     result.motion = analyse_motion(emb, list(state["measured"]), list(state["commanded"]))
+    if opts.record_video:
+        from molmoact2_ros.sim.video import write_video
+
+        try:
+            result.video = write_video(opts.record_video, list(state["frames"]), emb, list(state["measured"]),
+                                       list(state["commanded"]), camera=video_camera, progress=progress)
+        except MolmoAct2RosError as exc:  # the run's verdict stands; the video's problem is reported
+            result.video = f"not written: {exc}"
     if not result.reason:
         problems = judge(result.diagnostics.get(DRIVER, {}), result.motion)
         result.ok = not problems
@@ -344,7 +384,8 @@ def _wait_until_running(group: ProcessGroup, state: dict, opts: DemoOptions, pro
         if "configure failed" in policy.get("_message", ""):
             return f"policy node: {policy['_message']}"
         driver = state["diag"].get(DRIVER, {})
-        if policy.get("state") == "active" and driver.get("state") not in (None, "", "UNCONFIGURED"):
+        sim_up = opts.hardware != "sim" or SIM in state["diag"]  # the sim reports once its scene and cameras run
+        if policy.get("state") == "active" and driver.get("state") not in (None, "", "UNCONFIGURED") and sim_up:
             return ""
         if not announced and time.monotonic() > deadline - opts.startup_timeout_s + 5:
             progress("  waiting for the policy node to load and warm up the model ...")
@@ -386,7 +427,8 @@ def _rejections(driver: dict[str, str]) -> str:
 def format_summary(emb_name: str, res: DemoResult) -> str:
     pol = res.diagnostics.get(POLICY, {})
     drv = res.diagnostics.get(DRIVER, {})
-    per = res.diagnostics.get(PERCEPTION, {})
+    per = res.diagnostics.get(PERCEPTION) or res.diagnostics.get(SIM, {})  # the sim publishes the cameras then
+    sim = res.diagnostics.get(SIM, {})
 
     def g(d: dict, k: str, default: str = "n/a") -> str:
         return d.get(k, default)
@@ -397,6 +439,8 @@ def format_summary(emb_name: str, res: DemoResult) -> str:
         ("embodiment", emb_name),
         ("hardware", g(drv, "backend") + (" (emulated device)" if g(drv, "hardware_emulated") == "True" else "")),
         ("camera frames published", str(frames) if per else "n/a"),
+        *([("simulation: real-time factor / render ms / lag events",
+            f"{g(sim, 'real_time_factor')} / {g(sim, 'render_ms')} / {g(sim, 'lag_events')}")] if sim else []),
         ("inferences", g(pol, "inferences")),
         ("inference latency p50 / p99 / max (ms)",
          f"{g(pol, 'inference_latency_p50_ms')} / {g(pol, 'inference_latency_p99_ms')} / "
@@ -423,6 +467,8 @@ def format_summary(emb_name: str, res: DemoResult) -> str:
             ("largest tracking error |measured - commanded|", motion.tracking_text()),
             ("commanded values checked / safety violations", f"{motion.commanded_samples} / {motion.violations}"),
         ]
+    if res.video:
+        rows.append(("video", res.video))
     rows.append(("result", ("OK: " if res.ok else "FAILED: ") + res.reason))
     width = max(len(k) for k, _ in rows)
     lines = [f"molmoact2-ros demo summary ({res.elapsed_s:.1f} s wall, logs: {res.log_dir})"]

