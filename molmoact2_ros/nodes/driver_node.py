@@ -33,7 +33,6 @@ handle, and the driver then leaves ``/joint_states`` to the robot instead of rep
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -67,6 +66,7 @@ from molmoact2_ros.nodes.deferred_log import DeferredLog
 from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, percentiles_ms
 from molmoact2_ros.nodes.qos import CHUNK_QOS, CHUNK_TOPIC, ESTOP_TOPIC, JOINT_STATE_QOS, JOINT_STATES_TOPIC
 from molmoact2_ros.nodes.runtime_env import spin_node
+from molmoact2_ros.realtime import set_thread_fifo
 
 NODE_NAME = "molmoact2_driver"
 # Backends that only simulate motion: never shadowed by default, whatever the YAML says.
@@ -646,14 +646,10 @@ class DriverNode(LifecycleNode):
 
 
 def _set_fifo(priority: int, what: str, log: Any) -> bool:
-    try:
-        # pid 0: the calling thread (Linux schedules threads individually).
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-        return True
-    except (OSError, AttributeError) as exc:  # AttributeError: no SCHED_FIFO on this OS
-        log("warning", f"{what} stays at normal priority (SCHED_FIFO {priority} refused: {exc}); grant "
-                       "CAP_SYS_NICE or an rtprio limit (ulimit -r) for steady control ticks")
-        return False
+    refused = set_thread_fifo(priority, "steady control ticks")
+    if refused:
+        log("warning", f"{what} stays at normal priority: {refused}")
+    return not refused
 
 
 def main(args: list[str] | None = None) -> None:

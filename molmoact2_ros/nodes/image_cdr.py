@@ -21,7 +21,6 @@ short: the next frame waits for them.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,23 +34,10 @@ from sensor_msgs.msg import Image
 from molmoact2_ros.core.errors import ObservationError
 from molmoact2_ros.core.images import CdrImage, image_from_cdr
 from molmoact2_ros.nodes.qos import CAMERA_QOS, camera_topic
+from molmoact2_ros.realtime import MAX_PRIORITY, set_thread_fifo
 
 FrameCallback = Callable[[str, CdrImage, dict[str, Any]], None]
 ErrorCallback = Callable[[str, ObservationError], None]
-MAX_PRIORITY = 99
-
-
-def set_thread_fifo(priority: int) -> str:
-    """SCHED_FIFO ``priority`` for the calling thread; '' when granted, else why not (one line)."""
-    if not 1 <= priority <= MAX_PRIORITY:
-        return f"SCHED_FIFO priority must be 1-{MAX_PRIORITY}, got {priority}"
-    try:
-        # pid 0 is the calling thread: Linux schedules threads individually.
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except (OSError, AttributeError) as exc:  # AttributeError: no SCHED_FIFO on this OS
-        return (f"SCHED_FIFO {priority} refused ({exc}); grant CAP_SYS_NICE or an rtprio limit "
-                f"(ulimit -r {priority}) for steady camera latency on a loaded machine")
-    return ""
 
 
 class CameraFrameReceiver:
@@ -111,7 +97,7 @@ class CameraFrameReceiver:
 
     def _spin(self) -> None:
         if self.priority > 0:
-            self.priority_error = set_thread_fifo(self.priority)
+            self.priority_error = set_thread_fifo(self.priority, "steady camera latency on a loaded machine")
         self._started.set()
         # ExternalShutdownException: the context was shut down under us, nothing left to receive.
         with contextlib.suppress(ExternalShutdownException):

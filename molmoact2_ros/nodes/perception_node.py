@@ -129,6 +129,10 @@ class PerceptionNode(LifecycleNode):
         self.freeze_timeout_s = self._declare_range(
             "freeze_timeout_s", 0.5, 0.0, 60.0,
             "identical frames for this long: the camera is frozen, its frames are withheld (s); 0 = off")
+        self.thread_priority = int(self._declare_range(
+            "camera_thread_priority", 10, 0, 99,
+            "SCHED_FIFO priority of each camera's thread (1-99, below the driver's 50; 0 = normal scheduling): "
+            "frames stay on time on a loaded host (benchmarks P2); where refused, a warning and normal scheduling"))
         self.preflight_enabled = bool(self._declare("preflight", True, "check every camera at activate"))
         self.preflight_timeout_s = self._declare_range(
             "preflight_timeout_s", 3.0, 0.1, 60.0,
@@ -149,7 +153,8 @@ class PerceptionNode(LifecycleNode):
             self.sources[cfg.name] = make_camera(cfg, options)
         self.cameras = CameraStreamGroup(self, self.sources, StreamSettings(
             publish_compressed=self.publish_compressed, jpeg_quality=int(self.jpeg_quality),
-            reopen_after_s=self.reopen_after_s, freeze_timeout_s=self.freeze_timeout_s))
+            reopen_after_s=self.reopen_after_s, freeze_timeout_s=self.freeze_timeout_s,
+            thread_priority=self.thread_priority))
         self._diagnostics = DiagnosticsPublisher(self, self._snapshot, period_s=float(diagnostics_period_s),
                                                  hardware_id=self.embodiment.name)
         self._startup_failure: str | None = None

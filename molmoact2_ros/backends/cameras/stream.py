@@ -52,6 +52,7 @@ from molmoact2_ros.core.images import (
     pinhole_intrinsics,
 )
 from molmoact2_ros.nodes.qos import CAMERA_QOS, camera_info_topic, camera_topic, compressed_topic
+from molmoact2_ros.realtime import set_thread_fifo
 
 RATE_WINDOW_S = 2.0  # published rate and drop share are measured over this trailing window
 MAX_RECONNECT_BACKOFF_S = 5.0
@@ -80,6 +81,9 @@ class StreamSettings:
     jpeg_quality: int = 90
     reopen_after_s: float = 1.0  # consecutive read failures for this long: reopen the camera
     freeze_timeout_s: float = 0.5  # identical frames for this long: frozen, withheld (0 = off)
+    # SCHED_FIFO priority of each camera's worker thread (0 = normal scheduling): on a loaded robot PC a frame
+    # otherwise waits for a core behind other software (benchmarks P2: the largest single part of the tail).
+    thread_priority: int = 0
 
 
 class CameraStream:
@@ -207,6 +211,10 @@ class CameraStream:
     # ---- worker ----------------------------------------------------------------------------------
     def _run(self) -> None:
         log = self.node.get_logger()
+        if self.settings.thread_priority > 0:
+            refused = set_thread_fifo(self.settings.thread_priority, "frames on time on a loaded machine")
+            if refused:
+                log.warning(f"camera {self.name}: {refused}", once=True)
         clock = self.node.get_clock()
         next_due = time.monotonic()
         first_failure_at: float | None = None

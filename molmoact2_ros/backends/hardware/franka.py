@@ -35,7 +35,6 @@ classes and the robot's reflexes) instead of the network.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import threading
 import time
@@ -47,6 +46,7 @@ from molmoact2_ros.backends.hardware.base import HardwareInterface, HardwareRead
 from molmoact2_ros.backends.hardware.franka_shaping import FRANKA_LIMITS, JointShaper, reference_duration
 from molmoact2_ros.core.embodiment import EmbodimentConfig
 from molmoact2_ros.core.errors import HardwareError
+from molmoact2_ros.realtime import set_thread_fifo
 
 DEFAULT_ROBOT_IP = "172.16.0.2"
 # libfranka examples' setDefaultBehavior (examples_common.cpp): collision thresholds and joint stiffness.
@@ -343,8 +343,9 @@ class FrankaArm(HardwareInterface):
         self._control_thread.start()
 
     def _control_loop(self, control: Any) -> None:
-        with contextlib.suppress(OSError, AttributeError):  # real-time priority where the user has rtprio
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(80))
+        # Real-time priority where the user has rtprio (libfranka's own loop asks for 80 too); without it the
+        # robot's communication_constraints_violation reflex is what tells.
+        set_thread_fifo(80, "libfranka's 1 kHz loop")
         lib = self._lib
         try:
             state, _ = control.readOnce()
