@@ -14,6 +14,7 @@ EXTRAS = {
     "ros": [
         "ros-rclpy", "ros-sensor-msgs", "ros-std-msgs", "ros-trajectory-msgs", "ros-geometry-msgs",
         "ros-diagnostic-msgs", "ros-std-srvs", "ros-lifecycle-msgs", "ros-rmw-fastrtps-cpp",
+        "ros-ament-index-python",
     ],
     # Offline evaluation and export: rosbags reads/writes rosbag2; LeRobot's dataset extra writes LeRobot datasets
     # (videos through PyAV's bundled FFmpeg); matplotlib draws the eval report's plots.
@@ -31,8 +32,9 @@ EXTRAS = {
     "realsense": ["pyrealsense2"],
     # pyrealsense2 here too: the RealSense source is tested through its software device and recordings.
     # lerobot[async]: benchmarks/bench_splice.py compares against LeRobot's own async-client aggregation.
+    # colcon: tests/system/test_colcon.py builds ros2_ws/ as a ROS user does.
     "dev": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "ruff>=0.6", "mypy>=1.10", "matplotlib",
-            "pyrealsense2", "lerobot[async]==0.6.1"],
+            "pyrealsense2", "lerobot[async]==0.6.1", "colcon-common-extensions==0.3.0"],
 }
 
 setup(

@@ -1,60 +1,60 @@
-"""ros2 launch molmoact2_ros bringup.launch.py embodiment:=so101 [backend:=feetech emulate_hardware:=true sim:=true]
+"""ros2 launch molmoact2_ros bringup.launch.py embodiment:=so101 [mode:=real|sim|replay] [params_file:=my.yaml] ...
 
-A thin adapter over molmoact2_ros.bringup.describe(): the pip path (`molmoact2-ros bringup`) reads the
-same description, so both start the same nodes with the same parameters.
+A thin adapter over molmoact2_ros.bringup.describe(): `molmoact2-ros bringup` reads the same description
+(same arguments, same parameters, same params file), so both start the same executables with the same
+parameters (tests/unit/test_launch_parity.py checks it for every mode). Every BringupOptions field is a
+launch argument (`--show-args` lists them). Lifecycle nodes start as LifecycleNode and configure + activate
+themselves when autostart:=true (the default); with autostart:=false they wait for a lifecycle manager.
+Any node exiting shuts the whole launch down, as `molmoact2-ros bringup` stops the station.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, SetEnvironmentVariable, Shutdown
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.substitutions import ExecutableInPackage
 
-from molmoact2_ros.bringup import PACKAGE, BringupOptions, describe
+from molmoact2_ros.bringup import (
+    LAUNCH_ARGUMENT_HELP,
+    PACKAGE,
+    NodeSpec,
+    describe,
+    launch_argument_defaults,
+    options_from_strings,
+)
 
-ARGS = {
-    "embodiment": ("so101", "built-in embodiment name or path to an embodiment YAML"),
-    "backend": ("", "hardware backend; '' = the embodiment's"),
-    "emulate_hardware": ("false", "true: the real arm family's backend against its emulated device (no robot)"),
-    "camera_source": ("", "camera source for every camera; '' = per camera from the embodiment"),
-    "checkpoint": ("", "checkpoint dir, Hugging Face id, or 'tiny'; '' = the embodiment's default"),
-    "device": ("cpu", "torch device for the policy node (cuda on a GPU host)"),
-    "dtype": ("fp32", "fp32 or bf16"),
-    "instruction": ("", "initial task in words"),
-    "shadow_mode": ("", "'' = embodiment default (on for real hardware), 'true' or 'false'"),
-    "torch_num_threads": ("0", "torch CPU threads in the policy node; 0 = torch's default"),
-    "with_perception": ("true", "start the perception node"),
-    "with_policy": ("true", "start the policy node (false on a robot PC whose policy runs elsewhere)"),
-    "with_driver": ("true", "start the driver node (false on a GPU host)"),
-    "sim": ("false", "true: simulated station; the sim node (MuJoCo physics, rendered cameras) replaces perception "
-            "and the arm, the driver commands it through the mujoco backend"),
-    "gym_config": ("", "with sim:=true, a gymnasium env mapping (config/gym/<name>.yaml) instead of the "
-                   "embodiment's scene"),
-    "dds_profile": ("local_large_data", "Fast DDS profile from config/dds ('' = none); ignored when the "
-                    "environment already sets FASTDDS_DEFAULT_PROFILES_FILE or FASTDDS_BUILTIN_TRANSPORTS"),
-}
+
+def launch_entity(spec: NodeSpec):
+    """The launch action starting ``spec``: a LifecycleNode, a Node, or (the bag player) a plain process."""
+    on_exit = Shutdown(reason=f"{spec.name} exited")
+    if not spec.ros_node:
+        return ExecuteProcess(cmd=[ExecutableInPackage(executable=spec.executable, package=PACKAGE),
+                                   *spec.arguments],
+                              name=spec.name, additional_env=spec.env, output="screen", on_exit=on_exit)
+    # The description's parameters first, then the user's params files: a later entry wins, as with the
+    # CLI's --params-file order.
+    kwargs = dict(package=PACKAGE, executable=spec.executable, name=spec.name,
+                  parameters=[spec.parameters, *spec.params_files], additional_env=spec.env,
+                  output="screen", emulate_tty=True, on_exit=on_exit)
+    if spec.lifecycle:
+        return LifecycleNode(namespace="", **kwargs)
+    return Node(**kwargs)
+
+
+def entities_for(values: dict[str, str]) -> list:
+    """The launch actions for these launch argument values (strings, as launch holds them)."""
+    return [launch_entity(spec) for spec in describe(options_from_strings(values))]
 
 
 def _nodes(context):
-    v = {k: LaunchConfiguration(k).perform(context) for k in ARGS}
-    opts = BringupOptions(
-        embodiment=v["embodiment"], backend=v["backend"], emulate_hardware=v["emulate_hardware"] == "true",
-        camera_source=v["camera_source"],
-        checkpoint=v["checkpoint"], device=v["device"], dtype=v["dtype"], instruction=v["instruction"],
-        shadow_mode=v["shadow_mode"], torch_num_threads=int(v["torch_num_threads"]),
-        with_perception=v["with_perception"] == "true", with_policy=v["with_policy"] == "true",
-        with_driver=v["with_driver"] == "true",
-        dds_profile=v["dds_profile"], sim=v["sim"] == "true", gym_config=v["gym_config"],
-    )
-    return [
-        Node(package=PACKAGE, executable=spec.executable, name=spec.name, parameters=[spec.parameters],
-             additional_env=spec.env, output="screen", emulate_tty=True)
-        for spec in describe(opts)
-    ]
+    return entities_for({k: LaunchConfiguration(k).perform(context) for k in launch_argument_defaults()})
 
 
 def generate_launch_description():
+    defaults = launch_argument_defaults()
     return LaunchDescription([
-        *[DeclareLaunchArgument(k, default_value=d, description=desc) for k, (d, desc) in ARGS.items()],
+        *[DeclareLaunchArgument(k, default_value=d, description=LAUNCH_ARGUMENT_HELP[k])
+          for k, d in defaults.items()],
         # Local by default: DDS discovery stays on this host unless the caller already chose otherwise.
         SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE",
                                EnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", default_value="LOCALHOST")),

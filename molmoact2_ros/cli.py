@@ -20,6 +20,8 @@ from molmoact2_ros.core.errors import MolmoAct2RosError
 
 # Modules that contribute subcommands: bags (record, replay, eval, export-dataset), sim (scenes).
 COMMAND_MODULES = ("molmoact2_ros.bags.cli", "molmoact2_ros.sim.cli")
+# BringupOptions' default (molmoact2_ros.bringup; not imported here to keep --help light): the launch file's too.
+BRINGUP_DEFAULT_INSTRUCTION = "pick up the red cube and place it in the bowl"
 
 
 def _module_exists(name: str) -> bool:
@@ -48,28 +50,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def bringup_options(args: argparse.Namespace):
+    """BringupOptions from ``bringup``'s flags: the same fields, names and defaults as the launch arguments."""
+    from molmoact2_ros.bringup import BringupOptions
+
+    return BringupOptions(
+        embodiment=args.embodiment, mode=args.mode, backend=args.backend, emulate_hardware=args.emulate_hardware,
+        camera_source=args.camera_source, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
+        instruction=args.instruction, max_inference_rate_hz=args.max_inference_rate_hz,
+        torch_num_threads=args.torch_num_threads, shadow_mode=args.shadow_mode,
+        with_perception=not args.no_perception, with_policy=not args.no_policy, with_driver=not args.no_driver,
+        dds_profile=args.dds_profile, sim=args.sim, gym_config=args.gym_config, camera_fps=args.camera_fps,
+        bag=args.bag, replay_rate=args.replay_rate, replay_loop=args.replay_loop, use_sim_time=args.use_sim_time,
+        params_file=args.params_file, autostart=not args.no_autostart,
+    )
+
+
 def cmd_bringup(args: argparse.Namespace) -> int:
     """Start the nodes, say "started" only once every node reported ready, then run until Ctrl-C.
 
     Exits 1, with the reason on one line, when a node does not start (its configure error, a missing
     extra, a bad parameter) or when a node exits while running (then with the end of its log): a station
-    with a node missing must not look healthy to whoever started it (a shell, systemd, a container)."""
-    from molmoact2_ros.bringup import BringupOptions, describe
+    with a node missing must not look healthy to whoever started it (a shell, systemd, a container).
+    In mode replay the station stops, with status 0, when the bag player has published the whole bag."""
+    from molmoact2_ros.bringup import describe
     from molmoact2_ros.nodes.runtime_env import apply_local_ros_defaults
     from molmoact2_ros.process_runner import ProcessGroup
 
     apply_local_ros_defaults()
-    opts = BringupOptions(
-        embodiment=args.embodiment, backend=args.backend, emulate_hardware=args.emulate_hardware,
-        camera_source=args.camera_source, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
-        instruction=args.instruction,
-        shadow_mode=args.shadow_mode, with_perception=not args.no_perception,
-        with_policy=not args.no_policy, with_driver=not args.no_driver, sim=args.sim, gym_config=args.gym_config,
-        camera_fps=args.camera_fps,
-    )
-    specs = describe(opts)
+    specs = describe(bringup_options(args))
     log_dir = Path(args.log_dir or f"/tmp/molmoact2_bringup_{os.getpid()}")
-    group = ProcessGroup(specs, dict(os.environ), log_dir)
+    echo = None if args.no_node_output else (lambda line: print(line, flush=True))
+    group = ProcessGroup(specs, dict(os.environ), log_dir, echo=echo)
     stop = {"now": False}
     # Both explicitly: a process started from a script in the background inherits SIGINT ignored, and a
     # supervisor (systemd, a container, a test) must still be able to stop the station with either.
@@ -82,8 +94,10 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         on_ready=lambda n: print(f"  {n.spec.name}: running", flush=True))
     if not problem and not stop["now"]:
         print(f"started {', '.join(s.name for s in specs)}; Ctrl-C stops", flush=True)
-        while not stop["now"] and not (problem := group.first_problem()):
+        while not stop["now"] and not (problem := group.first_problem()) and not group.finished():
             time.sleep(0.2)
+        if done := group.finished():
+            print(f"{', '.join(n.spec.name for n in done)} finished; stopping", flush=True)
     codes = group.stop()
     if problem:
         print(f"molmoact2-ros: error: {problem}", file=sys.stderr)
@@ -150,10 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bringup", help="start a station's nodes as processes until Ctrl-C (pip installs)",
                        description="The pip path's equivalent of `ros2 launch molmoact2_ros "
-                       "bringup.launch.py`; both read molmoact2_ros.bringup. Says 'started' once every node "
-                       "reported ready; exits 1 with the reason if a node does not start or exits while "
-                       "running.")
+                       "bringup.launch.py`; both read molmoact2_ros.bringup (every launch argument name:=value is "
+                       "the flag --name value here) and take the same --params-file. Node output is printed "
+                       "prefixed with [node_name] and kept in one log file per node. Says 'started' once every "
+                       "node reported ready; exits 1 with the reason if a node does not start or exits while "
+                       "running; Ctrl-C stops every node.")
     _add_embodiment(p)
+    p.add_argument("--mode", default="", choices=["", "real", "sim", "replay"],
+                   help="real: perception, policy, driver on the hardware backend (default); sim: the sim node "
+                        "replaces perception and the arm (same as --sim); replay: --bag published with /clock, "
+                        "the policy node on use_sim_time (no perception, no driver)")
     p.add_argument("--backend", default="", help="hardware backend (mock, ros_topic, feetech, i2rt, franka); "
                    "default: the embodiment's")
     p.add_argument("--emulate-hardware", action="store_true",
@@ -163,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="", help="dir, hub id or 'tiny'; default: the embodiment's")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--instruction", default="")
+    p.add_argument("--instruction", default=BRINGUP_DEFAULT_INSTRUCTION)
+    p.add_argument("--max-inference-rate-hz", type=float, default=0.0, help="cap on inference; 0 = none")
+    p.add_argument("--torch-num-threads", type=int, default=0, help="policy node's torch threads; 0 = default")
     p.add_argument("--shadow-mode", default="", choices=["", "true", "false"],
                    help="driver shadow mode; default: on for real hardware, off for mock")
     p.add_argument("--sim", action="store_true",
@@ -173,9 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --sim: a gymnasium env mapping (config/gym/<name>.yaml or its name) instead of the "
                         "embodiment's scene")
     p.add_argument("--camera-fps", type=float, default=0.0, help="override camera fps; 0 = embodiment's")
-    p.add_argument("--no-perception", action="store_true")
-    p.add_argument("--no-policy", action="store_true")
-    p.add_argument("--no-driver", action="store_true")
+    p.add_argument("--bag", default="", help="--mode replay: the bag directory to publish with /clock")
+    p.add_argument("--replay-rate", type=float, default=1.0, help="--mode replay: speed factor (default 1)")
+    p.add_argument("--replay-loop", action="store_true", help="--mode replay: start the bag again at its end")
+    p.add_argument("--use-sim-time", action="store_true", help="every node on /clock (replay always is)")
+    p.add_argument("--params-file", default="", metavar="YAML",
+                   help="ROS 2 parameters file ({node: {ros__parameters: {...}}}, '/**' for every node) applied "
+                        "to each node after the built-in parameters; driver safety limits may only tighten")
+    p.add_argument("--no-autostart", action="store_true",
+                   help="lifecycle nodes wait unconfigured for a lifecycle manager instead of starting themselves")
+    p.add_argument("--dds-profile", default="local_large_data", help="Fast DDS profile from config/dds; '' = none")
+    p.add_argument("--no-perception", action="store_true", help="do not start the perception node on this host")
+    p.add_argument("--no-policy", action="store_true", help="do not start the policy node on this host")
+    p.add_argument("--no-driver", action="store_true", help="do not start the driver node on this host")
+    p.add_argument("--no-node-output", action="store_true",
+                   help="do not print the nodes' output (it is still in their log files)")
     p.add_argument("--startup-timeout", type=float, default=0.0,
                    help="seconds every node gets to report ready (a model download can take long); "
                         "0 = no limit (default)")

@@ -1,10 +1,13 @@
 """Start the nodes of a bringup description as separate OS processes (the pip path's ``ros2 launch``).
 
-Every node gets its parameters through one ROS 2 parameters file, its own log file, and the same
-environment. Each reports how its start-up went in a status file of its own (``runtime_env.spin_node``
-writes ``ready`` or ``failed: <reason>``), so the runner can say "started" only when every node is up,
-and give the reason when one is not. Stopping sends SIGINT (the nodes hold position and disconnect),
-then SIGTERM, then SIGKILL to whatever is left, so a hung node cannot keep the group alive.
+Every node gets its parameters through one ROS 2 parameters file (then the user's ``params_file``), its own
+log file, and the same environment; each line a node prints goes to its log file and, when the caller asks
+(``echo``), to the terminal prefixed with ``[node_name]``, as ``ros2 launch`` does. Each ROS node reports
+how its start-up went in a status file of its own (``runtime_env.spin_node`` writes ``ready`` or
+``failed: <reason>``), so the runner can say "started" only when every node is up, and give the reason
+when one is not; a plain process (the bag player) counts as up once started. Stopping sends SIGINT (the
+nodes hold position and disconnect), then SIGTERM, then SIGKILL to whatever is left, so a hung node
+cannot keep the group alive.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from molmoact2_ros.bringup import NodeSpec, params_file_content
+from molmoact2_ros.bringup import NodeSpec, command_line, params_file_content
 from molmoact2_ros.nodes.runtime_env import STATUS_FILE_VAR
 
 
@@ -31,6 +34,7 @@ class RunningNode:
     process: subprocess.Popen
     log_path: Path
     status_path: Path
+    reader: threading.Thread | None = None
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -39,7 +43,10 @@ class RunningNode:
             return ""
 
     def status(self) -> str:
-        """What the node reported about its start-up: '' (nothing yet), 'ready' or 'failed: <reason>'."""
+        """What the node reported about its start-up: '' (nothing yet), 'ready' or 'failed: <reason>'.
+        A plain process (not a ROS node) has nothing to report: 'ready' while it runs."""
+        if not self.spec.ros_node:
+            return "ready" if self.process.poll() is None else ""
         try:
             return self.status_path.read_text(errors="replace").strip()
         except OSError:
@@ -52,17 +59,19 @@ class RunningNode:
         if status.startswith("failed:"):
             return f"{self.spec.name} did not start: {status.removeprefix('failed:').strip()} (log: {self.log_path})"
         code = self.process.poll()
-        if code is None:
+        if code is None or (code == 0 and not self.spec.ros_node):  # the bag player ending is not a fault
             return ""
         when = "while running" if status == "ready" else "during start-up"
         return f"{self.spec.name} exited {when} (code {code}); last lines of {self.log_path}:\n{self.log_tail()}"
 
 
 class ProcessGroup:
-    def __init__(self, specs: list[NodeSpec], env: dict[str, str], log_dir: Path):
+    def __init__(self, specs: list[NodeSpec], env: dict[str, str], log_dir: Path,
+                 echo: Callable[[str], None] | None = None):
         self.specs = specs
         self.env = env
         self.log_dir = Path(log_dir)
+        self.echo = echo  # called with each line a node prints, prefixed '[name] '
         self.nodes: list[RunningNode] = []
 
     def start(self) -> None:
@@ -73,15 +82,29 @@ class ProcessGroup:
             log_path = self.log_dir / f"{spec.name}.log"
             status_path = self.log_dir / f"{spec.name}.status"
             status_path.unlink(missing_ok=True)  # a previous run's verdict must not be read as this one's
-            # sys.exit(main()): a main that returns its exit status must not end as 0.
-            cmd = [sys.executable, "-u", "-c", f"import sys; from {spec.module} import main; sys.exit(main())",
-                   "--ros-args", "-r", f"__node:={spec.name}", "--params-file", str(params_path)]
-            log = open(log_path, "w")  # noqa: SIM115 - handed to the child; closed when it exits
+            cmd = command_line(spec, params_path)
             # The description's per-node environment (the DDS profile); what the group sets explicitly wins.
             env = {**spec.env, **self.env, STATUS_FILE_VAR: str(status_path)}
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-            log.close()
-            self.nodes.append(RunningNode(spec, proc, log_path, status_path))
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
+            reader = threading.Thread(target=self._copy_output, args=(proc, log_path, f"[{spec.name}] "),
+                                      name=f"log_{spec.name}", daemon=True)
+            reader.start()
+            self.nodes.append(RunningNode(spec, proc, log_path, status_path, reader))
+
+    def _copy_output(self, proc: subprocess.Popen, log_path: Path, prefix: str) -> None:
+        """Each line the node prints: to its log file (line-buffered, so a failure's tail is there at once)
+        and, prefixed, to ``echo``. Runs until the node (and whatever inherited its output) closes it."""
+        with open(log_path, "w", buffering=1, errors="replace") as log:
+            for raw in proc.stdout:
+                line = raw.decode(errors="replace")
+                log.write(line)
+                if self.echo is not None:
+                    self.echo(prefix + line.rstrip("\n"))
+
+    def finished(self) -> list[RunningNode]:
+        """Plain processes (the bag player) that ended successfully: their work is done."""
+        return [n for n in self.nodes if not n.spec.ros_node and n.process.poll() == 0]
 
     def exited(self) -> list[RunningNode]:
         return [n for n in self.nodes if n.process.poll() is not None]
@@ -134,4 +157,8 @@ class ProcessGroup:
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline and any(n.process.poll() is None for n in alive):
                 time.sleep(0.05)
-        return {n.spec.name: n.process.wait() for n in self.nodes}
+        codes = {n.spec.name: n.process.wait() for n in self.nodes}
+        for n in self.nodes:  # the last lines into the log files before anyone reads them
+            if n.reader is not None:
+                n.reader.join(timeout=5.0)
+        return codes

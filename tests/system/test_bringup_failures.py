@@ -50,7 +50,12 @@ class Run:
 
     @property
     def stdout(self) -> str:
-        return "".join(self.out)
+        """The command's own lines; the nodes' output (prefixed ``[node_name]``) is :attr:`node_output`."""
+        return "".join(ln for ln in self.out if not ln.startswith("[molmoact2_"))
+
+    @property
+    def node_output(self) -> str:
+        return "".join(ln for ln in self.out if ln.startswith("[molmoact2_"))
 
     @property
     def stderr(self) -> str:
@@ -59,10 +64,10 @@ class Run:
     def wait_for_line(self, text: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(text in line for line in self.out) or self.proc.poll() is not None:
+            if text in self.stdout or self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        return any(text in line for line in self.out)
+        return text in self.stdout
 
     def finish(self, timeout: float) -> int:
         """Its exit status; if it is still running after ``timeout``, Ctrl-C (it stops its nodes), then fail."""
@@ -203,6 +208,9 @@ def test_started_means_every_node_is_running_and_ctrl_c_exits_0(tmp_path):
         policy_log = (tmp_path / "molmoact2_policy.log").read_text()
         # Only after the model loaded and the node went active did bringup say "started".
         assert "active: publishing chunks" in policy_log
+        # The nodes' output reaches the terminal too, one prefix per node, as under ros2 launch.
+        assert any(ln.startswith("[molmoact2_policy] ") and "active: publishing chunks" in ln
+                   for ln in run.node_output.splitlines()), run.node_output
     finally:
         code = run.interrupt()
     assert code == 0, run.stdout + run.stderr
@@ -212,14 +220,16 @@ def test_started_means_every_node_is_running_and_ctrl_c_exits_0(tmp_path):
 @pytest.mark.torch
 def test_demo_fails_with_the_reason_when_a_node_does_not_start(tmp_path):
     emb = yaml.safe_load(resolve_embodiment_path("so101").read_text())
-    emb["hardware"]["backend"] = "feetech"  # named by the schema, not built in this package yet
+    # The real Feetech backend on a serial port that is not there (no arm on this machine).
+    emb["hardware"]["backend"] = "feetech"
+    emb["hardware"]["params"]["feetech"]["port"] = str(tmp_path / "ttyACM_missing")
     path = tmp_path / "so101_feetech.yaml"
     path.write_text(yaml.safe_dump(emb))
-    run = Run(["demo", "--quiet", "--embodiment", str(path), "--duration", "5", "--log-dir", str(tmp_path / "l")],
-              _env())
+    run = Run(["demo", "--quiet", "--embodiment", str(path), "--hardware", "mock", "--duration", "5",
+               "--log-dir", str(tmp_path / "l")], _env())
     code = run.finish(300)
     assert code == 1, run.stdout + run.stderr
     out = run.stdout + run.stderr
     # The exit code and log tail, or (with ProcessGroup.first_problem) the reason the node reported.
     assert re.search(r"molmoact2_driver (exited during start-up \(code 1\)|did not start: )", out), out
-    assert "did not start" in out and "feetech" in out
+    assert "did not start" in out and "feetech" in out and "ttyACM_missing" in out

@@ -1,15 +1,11 @@
 """The bringup description is what both the launch file and the pip runner start."""
 
-import ast
-import dataclasses
 from pathlib import Path
 
 import pytest
 
 from molmoact2_ros.bringup import BringupOptions, describe, params_file_content
 from molmoact2_ros.core.errors import ConfigError
-
-LAUNCH = Path(__file__).resolve().parents[2] / "launch" / "bringup.launch.py"
 
 
 @pytest.mark.parametrize("emb", ["so101", "so100", "yam_bimanual", "franka_droid"])
@@ -35,14 +31,14 @@ def test_bad_embodiment_fails_before_anything_starts(tmp_path):
         describe(BringupOptions(embodiment=str(bad)))
 
 
-def test_launch_file_arguments_cover_bringup_options():
-    tree = ast.parse(LAUNCH.read_text())
-    args = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "ARGS")
-    launch_args = {k.value for k in args.value.keys}
-    fields = {f.name for f in dataclasses.fields(BringupOptions)}
-    # Demo-only knobs are not launch arguments; everything else must be reachable from ros2 launch.
-    assert fields - launch_args == {"max_inference_rate_hz", "camera_fps"}
-    assert launch_args <= fields
+def test_modes_start_the_expected_nodes(tmp_path):
+    names = {mode: [s.name for s in describe(BringupOptions(mode=mode, bag=str(tmp_path) if mode == "replay" else ""))]
+             for mode in ("real", "sim", "replay")}
+    assert names == {"real": ["molmoact2_perception", "molmoact2_policy", "molmoact2_driver"],
+                     "sim": ["molmoact2_sim", "molmoact2_policy", "molmoact2_driver"],
+                     "replay": ["molmoact2_replay", "molmoact2_policy"]}
+    with pytest.raises(ConfigError, match="contradicts"):
+        describe(BringupOptions(mode="real", sim=True))
 
 
 @pytest.mark.parametrize(("emb", "family"), [("so101", "feetech"), ("so100", "feetech"),
@@ -62,3 +58,16 @@ def test_emulating_a_backend_without_an_emulated_device_is_a_clear_error():
 
     with pytest.raises(HardwareError, match="no emulated device"):
         make_hardware(load_embodiment("so101"), "ros_topic", emulate=True)
+
+
+def test_params_may_only_tighten_the_embodiments_safety_limits():
+    from molmoact2_ros.core.embodiment import load_embodiment
+    from molmoact2_ros.nodes.driver_node import TIGHTEN_ONLY_SAFETY, tightened_embodiment
+
+    emb = load_embodiment("so101")
+    assert "chunk_max_age_s" in TIGHTEN_ONLY_SAFETY and "fault_action" not in TIGHTEN_ONLY_SAFETY
+    tight = tightened_embodiment(emb, {"chunk_max_age_s": emb.safety.chunk_max_age_s / 2, "entry_max_distance_rad": 0})
+    assert tight.safety.chunk_max_age_s == emb.safety.chunk_max_age_s / 2
+    assert tight.safety.entry_max_distance_rad == emb.safety.entry_max_distance_rad  # 0: the embodiment's
+    with pytest.raises(ConfigError, match=r"safety\.chunk_max_age_s=.* loosens so101's limit"):
+        tightened_embodiment(emb, {"chunk_max_age_s": emb.safety.chunk_max_age_s * 2})
