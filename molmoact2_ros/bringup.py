@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,7 +29,16 @@ PACKAGE = "molmoact2_ros"
 
 # Fast DDS transport profiles in config/dds/ (benchmarks/results/perception.md: why, and the numbers).
 DEFAULT_DDS_PROFILE = "local_large_data"
-DDS_PROFILES = {"local_large_data": "fastdds_local_large_data.xml"}
+DDS_PROFILES = {
+    "local_large_data": "fastdds_local_large_data.xml",
+    # The same with Fast DDS's reception threads at SCHED_FIFO 20: chosen instead of local_large_data where the
+    # host grants real-time priority (benchmarks P2: the frame tail on a loaded machine).
+    "local_large_data_rt": "fastdds_local_large_data_rt.xml",
+    # Policy host and robot PC on two machines: UDP only (docs/two_hosts.md).
+    "two_hosts": "fastdds_two_hosts.xml",
+}
+REALTIME_VARIANTS = {"local_large_data": "local_large_data_rt"}
+DDS_RECEPTION_PRIORITY = 20
 # glibc malloc: serve allocations up to 16 MiB from the heap and keep up to 64 MiB of freed memory.
 # Every received 640x480 frame is two fresh ~900 KiB buffers (rmw's deserialized message, rclpy's
 # Python copy); with glibc's defaults each is a new mmap, and the page faults filling it cost more than
@@ -183,24 +193,32 @@ def dds_profile_path(profile: str) -> Path:
         raise ConfigError(f"unknown DDS profile {profile!r}; shipped ones: {', '.join(DDS_PROFILES)} "
                           "('' = no profile)")
     name = DDS_PROFILES[profile]
-    dirs = [Path(__file__).resolve().parents[1] / "config" / "dds",
-            Path(sys.prefix) / "share" / PACKAGE / "config" / "dds"]
+    from molmoact2_ros.resources import data_dirs
+
+    dirs = data_dirs("config", "dds")
     for d in dirs:
         if (d / name).is_file():
             return d / name
-    try:  # a colcon/ament install
-        from ament_index_python.packages import get_package_share_directory
-
-        shared = Path(get_package_share_directory(PACKAGE)) / "config" / "dds" / name
-        if shared.is_file():
-            return shared
-    except (ImportError, LookupError, OSError):  # no ament index here, or the package is not in it
-        pass
-    raise ConfigError(f"DDS profile {name} not found in {', '.join(map(str, dirs))} or the ament index")
+    raise ConfigError(f"DDS profile {name} not found in {', '.join(map(str, dirs)) or 'the source tree'}, the "
+                      "installed share directory or the ament index: reinstall molmoact2_ros")
 
 
-def dds_environment(profile: str, current: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment that makes every node's Fast DDS participant load ``profile``.
+def realtime_allowed(priority: int = DDS_RECEPTION_PRIORITY) -> bool:
+    """Whether this host grants SCHED_FIFO ``priority`` (CAP_SYS_NICE or an rtprio limit; a container may refuse
+    it even to root): asked for real, in a short-lived thread, so nothing else changes priority."""
+    from molmoact2_ros.realtime import set_thread_fifo
+
+    result: list[str] = []
+    probe = threading.Thread(target=lambda: result.append(set_thread_fifo(priority)), daemon=True)
+    probe.start()
+    probe.join(5.0)
+    return result == [""]
+
+
+def dds_environment(profile: str, current: Mapping[str, str] | None = None,
+                    realtime: bool | None = None) -> dict[str, str]:
+    """Environment that makes every node's Fast DDS participant load ``profile`` (its real-time variant where
+    the host grants SCHED_FIFO, or as ``realtime`` says).
 
     Empty when ``profile`` is '' or ``current`` (default: this process's environment) already chooses
     a Fast DDS configuration (a profiles file or FASTDDS_BUILTIN_TRANSPORTS): an explicit choice wins.
@@ -208,6 +226,8 @@ def dds_environment(profile: str, current: Mapping[str, str] | None = None) -> d
     current = os.environ if current is None else current
     if not profile or any(current.get(k) for k in FASTDDS_CHOICE_VARS):
         return {}
+    if profile in REALTIME_VARIANTS and (realtime if realtime is not None else realtime_allowed()):
+        profile = REALTIME_VARIANTS[profile]
     path = str(dds_profile_path(profile))
     return {"FASTDDS_DEFAULT_PROFILES_FILE": path, "FASTRTPS_DEFAULT_PROFILES_FILE": path}
 

@@ -484,3 +484,19 @@ def test_bringup_applies_the_shipped_dds_profile(monkeypatch):
     assert dds_environment("local_large_data", {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}) == {}
     with pytest.raises(ConfigError, match="unknown DDS profile"):
         dds_environment("fast_please", {})
+
+
+def test_the_real_time_dds_variant_is_chosen_only_where_the_host_grants_it(monkeypatch):
+    from molmoact2_ros.bringup import realtime_allowed
+
+    for key in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS"):
+        monkeypatch.delenv(key, raising=False)
+    plain = Path(dds_environment("local_large_data", realtime=False)["FASTDDS_DEFAULT_PROFILES_FILE"])
+    rt = Path(dds_environment("local_large_data", realtime=True)["FASTDDS_DEFAULT_PROFILES_FILE"])
+    assert plain.name == "fastdds_local_large_data.xml" and rt.name == "fastdds_local_large_data_rt.xml"
+    ns = {"dds": "http://www.eprosima.com"}
+    priorities = [int(e.text) for e in ET.parse(rt).getroot().iterfind(".//dds:scheduling_policy/../dds:priority", ns)]
+    assert priorities and all(0 < p < 49 for p in priorities)  # below the driver's control and executor threads
+    # Without a choice, what this host really grants decides.
+    auto = Path(dds_environment("local_large_data")["FASTDDS_DEFAULT_PROFILES_FILE"])
+    assert auto == (rt if realtime_allowed() else plain)
