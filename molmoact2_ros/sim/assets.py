@@ -59,3 +59,92 @@ def model_path(embodiment_name: str) -> Path:
         raise SimAssetError(f"{source.package} is installed but has no {source.relative_path} (found {path}); "
                             f"reinstall the version the sim extra pins: {SIM_EXTRA_HINT}")
     return path
+
+
+# ---- compiled-model cache ------------------------------------------------------------------------------------------
+# Parsing the SO-101's STL meshes (16 MB, 160k vertices) in MjSpec.from_file takes 8-17 s on a busy 2-core machine
+# (the compile itself ~1 s), once per process. A scene's compiled model is saved as MuJoCo's binary .mjb next to
+# its layout (joint bindings, objects, arms as JSON) and loaded in well under a second after that. The key covers
+# everything the model is made of: mujoco's version, the model package's version, the source of our builders and
+# the embodiment config; change any of them and the scene is built afresh.
+
+CACHE_ENV = "MOLMOACT2_ROS_CACHE"
+_CACHE_OFF = ("0", "off", "none", "false")
+
+
+def cache_dir() -> Path | None:
+    """Where compiled scenes are cached: $MOLMOACT2_ROS_CACHE/sim, else ~/.cache/molmoact2_ros/sim; None when
+    the variable says off (0/off/none/false)."""
+    import os
+
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env.lower() in _CACHE_OFF:
+        return None
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "molmoact2_ros"
+    return root / "sim"
+
+
+def scene_cache_key(embodiment_name: str, config_json: str, builder_sources: list[Path]) -> str:
+    """A hex digest naming one compiled scene (see the section comment for what it covers)."""
+    import hashlib
+    from importlib import metadata
+
+    import mujoco
+
+    digest = hashlib.sha256()
+    source = MODEL_SOURCES.get(embodiment_name)
+    package_version = metadata.version(source.package) if source is not None else "-"
+    digest.update(f"{embodiment_name}|mujoco {mujoco.__version__}|{package_version}|".encode())
+    for path in sorted(set(builder_sources)):
+        digest.update(path.read_bytes())
+    digest.update(config_json.encode())
+    return f"{embodiment_name}-{digest.hexdigest()[:24]}"
+
+
+def load_cached_model(key: str):
+    """(MjModel, layout dict) from the cache, or None when absent or unreadable (then the scene is rebuilt)."""
+    import json
+
+    import mujoco
+
+    folder = cache_dir()
+    if folder is None:
+        return None
+    mjb, meta = folder / f"{key}.mjb", folder / f"{key}.json"
+    if not (mjb.is_file() and meta.is_file()):
+        return None
+    try:
+        return mujoco.MjModel.from_binary_path(str(mjb)), json.loads(meta.read_text())
+    except (OSError, ValueError):  # a truncated or foreign file: build afresh and overwrite it
+        return None
+
+
+def save_cached_model(key: str, model, layout: dict) -> Path | None:
+    """Write the compiled model and its layout atomically (concurrent processes may race; the last wins, and
+    every reader sees a whole file). Returns the .mjb path, or None when caching is off or the folder unwritable."""
+    import json
+    import os
+    import tempfile
+
+    import mujoco
+
+    folder = cache_dir()
+    if folder is None:
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for suffix in (".mjb", ".json"):
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}", suffix=suffix)
+            os.close(fd)
+            if suffix == ".mjb":
+                mujoco.mj_saveModel(model, tmp, None)
+            else:
+                Path(tmp).write_text(json.dumps(layout))
+            written.append((tmp, folder / f"{key}{suffix}"))
+        # the layout lands first: a reader needs both, and the .mjb is what it looks for
+        for tmp, final in reversed(written):
+            os.replace(tmp, final)
+        return folder / f"{key}.mjb"
+    except OSError:
+        return None

@@ -18,7 +18,8 @@ from molmoact2_ros.sim.scenes import ArmTask, SimScene
 HOVER_M = 0.08  # pre-grasp height above the object
 LIFT_M = 0.12  # how far the object is lifted
 PHASES = ("hover", "descend", "close", "lift", "hold")
-PHASE_S = {"hover": 2.0, "descend": 1.5, "close": 0.8, "lift": 1.5, "hold": 1e9}
+# close: long enough for the gripper to travel fully closed at SPEED_FRACTION of its velocity limit and squeeze
+PHASE_S = {"hover": 2.0, "descend": 1.5, "close": 1.2, "lift": 1.5, "hold": 1e9}
 SPEED_FRACTION = 0.5
 
 
@@ -28,6 +29,7 @@ class _ArmState:
     joint_idx: np.ndarray  # embodiment indices of the arm's joints
     gripper_idx: int
     target_xyz: np.ndarray | None = None
+    closing_dir: np.ndarray | None = None  # world horizontal direction the jaws should close along
 
 
 class ScriptedExpert:
@@ -49,7 +51,36 @@ class ScriptedExpert:
         self._command = self.scene.joint_positions()
         poses = self.scene.object_poses()
         for arm in self._arms:
-            arm.target_xyz = poses[arm.task.target_object][:3].copy()
+            pose = poses[arm.task.target_object]
+            arm.target_xyz = pose[:3].copy()
+            arm.closing_dir = None
+            if arm.task.closing_axis is not None:
+                arm.closing_dir = self._pick_closing_dir(arm, pose)
+
+    def _pick_closing_dir(self, arm: _ArmState, pose: np.ndarray) -> np.ndarray:
+        """The face normal of the object (x or y axis, either sign, horizontal) nearest to where the jaws' closing
+        axis points at a grasp solved without the yaw task: the least wrist roll that closes on two faces."""
+        rot = np.zeros(9)
+        mujoco.mju_quat2Mat(rot, pose[3:7])
+        rot = rot.reshape(3, 3)
+        q = self._solve(arm, arm.target_xyz - np.array([0.0, 0.0, arm.task.grasp_depth]), self._command,
+                        iterations=100)
+        current = self._closing_axis_world(arm, q)
+        candidates = []
+        for col in (0, 1):
+            axis = rot[:, col].copy()
+            axis[2] = 0.0
+            axis /= max(np.linalg.norm(axis), 1e-9)
+            candidates += [axis, -axis]
+        return max(candidates, key=lambda c: float(c @ current))
+
+    def _closing_axis_world(self, arm: _ArmState, q: np.ndarray) -> np.ndarray:
+        data, model = self._ik_data, self.scene.model
+        data.qpos[:] = self.scene.data.qpos
+        data.qpos[self.scene._qadr] = self.scene.robot_to_qpos(q)
+        mujoco.mj_kinematics(model, data)
+        site = model.site(arm.task.tcp_site).id
+        return data.site_xmat[site].reshape(3, 3) @ np.asarray(arm.task.closing_axis, float)
 
     @property
     def phase(self) -> str:
@@ -75,8 +106,10 @@ class ScriptedExpert:
         return grasp + np.array([0.0, 0.0, LIFT_M]), closed
 
     def _solve(self, arm: _ArmState, goal_xyz: np.ndarray, seed: np.ndarray, iterations: int = 60) -> np.ndarray:
-        """Joint positions (robot units, embodiment order) putting the tcp at ``goal_xyz`` with its approach axis
-        pointing down, by damped least squares from ``seed``."""
+        """Joint positions (robot units, embodiment order) putting the tcp at ``goal_xyz``, by damped least squares
+        from ``seed``. Orientation (approach axis down, jaw yaw onto ``closing_dir``) is a secondary task solved in
+        the null space of the position task: where the wrist cannot point straight down (an SO arm at the far end
+        of its reach) the approach tilts instead of the jaws missing the object."""
         scene, data, model = self.scene, self._ik_data, self.scene.model
         q = seed.copy()
         site = model.site(arm.task.tcp_site).id
@@ -93,19 +126,46 @@ class ScriptedExpert:
             mujoco.mj_comPos(model, data)
             err = goal_xyz - data.site_xpos[site]
             mujoco.mj_jacSite(model, data, jacp, jacr, site)
-            rows, errs = [jacp[:, dofs] * gains], [err]
+            xmat = data.site_xmat[site].reshape(3, 3)
+            orient_rows, orient_errs = [], []
             if np.any(axis):
-                # keep the approach axis pointing down: rotate it onto -z (weighted below the position task)
-                current = data.site_xmat[site].reshape(3, 3) @ axis
-                rot_err = np.cross(current, np.array([0.0, 0.0, -1.0]))
-                rows.append(0.3 * jacr[:, dofs] * gains)
-                errs.append(0.3 * rot_err)
-            jac, e = np.vstack(rows), np.concatenate(errs)
-            dq = jac.T @ np.linalg.solve(jac @ jac.T + 1e-4 * np.eye(len(e)), e)
-            q[arm.joint_idx] = np.clip(q[arm.joint_idx] + dq, lo, hi)
-            if np.linalg.norm(err) < 1e-3:
+                # rotate the approach axis onto -z (no component about the vertical)
+                orient_rows.append(jacr[:, dofs] * gains)
+                orient_errs.append(np.cross(xmat @ axis, np.array([0.0, 0.0, -1.0])))
+            if arm.closing_dir is not None and arm.task.closing_axis is not None:
+                # turn the jaws about the vertical until they close along the chosen face normal
+                closing = xmat @ np.asarray(arm.task.closing_axis, float)
+                orient_rows.append(jacr[2:3, dofs] * gains)
+                orient_errs.append(np.array([float(np.cross(closing, arm.closing_dir)[2])]))
+            free = np.ones(len(dofs))
+            for _attempt in range(len(dofs)):
+                dq = self._prioritised_step(jacp[:, dofs] * gains * free, err,
+                                            [r * free for r in orient_rows], orient_errs)
+                # a joint at a limit that the step pushes further out is frozen and the rest re-solved: clipping
+                # it instead would stall the solve with the error unchanged
+                q_arm = q[arm.joint_idx]
+                blocked = ((q_arm <= lo + 1e-6) & (dq < 0)) | ((q_arm >= hi - 1e-6) & (dq > 0))
+                if not np.any(blocked & (free > 0)):
+                    break
+                free[blocked] = 0.0
+            step = np.clip(dq, -0.3, 0.3)  # small steps: the linearisation holds and the limits clip gently
+            q[arm.joint_idx] = np.clip(q[arm.joint_idx] + step, lo, hi)
+            if np.linalg.norm(err) < 1e-3 and np.max(np.abs(step)) < 1e-4:
                 break
         return q
+
+    @staticmethod
+    def _prioritised_step(jp: np.ndarray, err: np.ndarray, orient_rows: list[np.ndarray],
+                          orient_errs: list[np.ndarray]) -> np.ndarray:
+        """One damped least-squares step for the position task, plus the orientation tasks in its null space."""
+        jp_pinv = jp.T @ np.linalg.inv(jp @ jp.T + 1e-4 * np.eye(3))
+        dq = jp_pinv @ err
+        if orient_rows:
+            null = np.eye(jp.shape[1]) - jp_pinv @ jp
+            jo_full = np.vstack(orient_rows)
+            jo, eo = jo_full @ null, np.concatenate(orient_errs) - jo_full @ dq
+            dq = dq + null @ (jo.T @ np.linalg.solve(jo @ jo.T + 1e-3 * np.eye(len(eo)), eo))
+        return dq
 
     def act(self) -> np.ndarray:
         """The next joint-position action (robot units, embodiment order)."""

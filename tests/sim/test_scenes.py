@@ -67,3 +67,51 @@ def test_objects_randomise_with_seed(scene):
         assert a[name].shape == (7,)
         np.testing.assert_allclose(a[name], b[name], atol=1e-9)
     assert max(np.linalg.norm(a[n][:2] - c[n][:2]) for n in a) > 0.005
+
+
+def test_compiled_model_cache_gives_the_same_physics(tmp_path, monkeypatch):
+    """A scene loaded from the .mjb cache steps exactly like the freshly built one."""
+    monkeypatch.setenv("MOLMOACT2_ROS_CACHE", str(tmp_path))
+    emb = load_embodiment("so101")
+    fresh = build_scene(emb, render=False)
+    cached = build_scene(emb, render=False)
+    assert not fresh.from_cache and cached.from_cache
+    assert list((tmp_path / "sim").glob("so101-*.mjb"))
+    assert cached.arms == fresh.arms and cached.layout.objects == fresh.layout.objects
+    rng = np.random.default_rng(0)
+    for scene in (fresh, cached):
+        scene.reset(seed=4)
+    for _ in range(20):
+        target = rng.uniform(emb.lower, emb.upper) * 0.3 + emb.home * 0.7
+        for scene in (fresh, cached):
+            scene.set_command(target)
+            scene.step(0.05)
+        np.testing.assert_array_equal(fresh.data.qpos, cached.data.qpos)
+    monkeypatch.setenv("MOLMOACT2_ROS_CACHE", "off")
+    assert not build_scene(emb, render=False).from_cache
+
+
+def _anchor(scene, joint: str) -> np.ndarray:
+    return scene.data.joint(joint).xanchor.copy()
+
+
+def test_so100_joint_mapping_matches_so101():
+    """SO100_MAP: the same robot-space pose puts the SO-100's elbow and wrist where the SO-101's are.
+
+    The two arms share their link lengths, so a wrong sign or offset in the map moves a joint by several cm."""
+    import mujoco
+
+    a = build_scene(load_embodiment("so101"), render=False)
+    b = build_scene(load_embodiment("so100"), render=False)
+    rng = np.random.default_rng(7)
+    emb = a.embodiment
+    worst = 0.0
+    for _ in range(40):
+        q = rng.uniform(emb.lower, emb.upper) * 0.6
+        for s in (a, b):
+            s.data.qpos[s._qadr] = s.robot_to_qpos(q)
+            mujoco.mj_kinematics(s.model, s.data)
+        base_a, base_b = _anchor(a, "shoulder_lift"), _anchor(b, "so_arm100_left/Pitch")
+        for ja, jb in (("elbow_flex", "so_arm100_left/Elbow"), ("wrist_flex", "so_arm100_left/Wrist_Pitch")):
+            worst = max(worst, float(np.linalg.norm((_anchor(a, ja) - base_a) - (_anchor(b, jb) - base_b))))
+    assert worst < 0.03, f"SO-100 and SO-101 joints disagree by up to {worst:.3f} m"
