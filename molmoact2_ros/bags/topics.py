@@ -19,19 +19,24 @@ from typing import Any, Literal
 
 from molmoact2_ros.core.embodiment import EmbodimentConfig
 from molmoact2_ros.core.errors import MolmoAct2RosError
+from molmoact2_ros.topic_names import (
+    CHUNK_TOPIC,
+    DEPTH_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    ESTOP_TOPIC,
+    INSTRUCTION_TOPIC,
+    JOINT_STATES_TOPIC,
+    camera_info_topic,
+    camera_topic,
+    compressed_topic,
+)
 
 
 class BagError(MolmoAct2RosError):
     """A bag cannot be written or used: the message names the bag (and topic) and says how to fix it."""
 
 
-# Names: the message contract (ARCHITECTURE.md), as in nodes/qos.py.
-INSTRUCTION_TOPIC = "/molmoact2/instruction"
-CHUNK_TOPIC = "/molmoact2/action_chunk"
-DEPTH_TOPIC = "/molmoact2/depth"
-JOINT_STATES_TOPIC = "/joint_states"
-ESTOP_TOPIC = "/estop"
-DIAGNOSTICS_TOPIC = "/diagnostics"
+# Names: the message contract (molmoact2_ros/topic_names.py), and what bags add.
 CLOCK_TOPIC = "/clock"
 DRIVER_NODE = "molmoact2_driver"  # the driver's node name in bringup (its ~/ topics hang off it)
 
@@ -84,18 +89,6 @@ class TopicSpec:
     qos: QosSpec
     camera: str = ""  # for camera roles: the camera's name
     required: bool = False
-
-
-def camera_topic(name: str) -> str:
-    return f"/cameras/{name}/image_raw"
-
-
-def camera_info_topic(name: str) -> str:
-    return f"/cameras/{name}/camera_info"
-
-
-def compressed_topic(name: str) -> str:
-    return f"/cameras/{name}/image_raw/compressed"
 
 
 def commanded_topic(driver_node: str = DRIVER_NODE) -> str:

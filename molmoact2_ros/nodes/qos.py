@@ -9,6 +9,18 @@
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from molmoact2_ros.topic_names import (  # noqa: F401 - re-exported: the nodes import them from here
+    CHUNK_TOPIC,
+    DEPTH_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    ESTOP_TOPIC,
+    INSTRUCTION_TOPIC,
+    JOINT_STATES_TOPIC,
+    camera_info_topic,
+    camera_topic,
+    compressed_topic,
+)
+
 CAMERA_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
     durability=DurabilityPolicy.VOLATILE,
@@ -30,22 +42,4 @@ DIAGNOSTICS_QOS = QoSProfile(
     durability=DurabilityPolicy.VOLATILE,
 )
 
-# Topic names from the message contract (ARCHITECTURE.md).
-INSTRUCTION_TOPIC = "/molmoact2/instruction"
-CHUNK_TOPIC = "/molmoact2/action_chunk"
-DEPTH_TOPIC = "/molmoact2/depth"
-JOINT_STATES_TOPIC = "/joint_states"
-ESTOP_TOPIC = "/estop"
-DIAGNOSTICS_TOPIC = "/diagnostics"
-
-
-def camera_topic(name: str) -> str:
-    return f"/cameras/{name}/image_raw"
-
-
-def camera_info_topic(name: str) -> str:
-    return f"/cameras/{name}/camera_info"
-
-
-def compressed_topic(name: str) -> str:
-    return f"/cameras/{name}/image_raw/compressed"
+# Topic names from the message contract: molmoact2_ros/topic_names.py.

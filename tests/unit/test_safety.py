@@ -402,11 +402,16 @@ def test_clock_jump_back_forgets_stamps():
 
 # ---- hardware registry and mock -------------------------------------------------------------------
 
-def test_make_hardware_mock_and_unavailable_backends():
+def test_make_hardware_mock_and_unavailable_backends(monkeypatch):
+    import molmoact2_ros.backends.hardware as registry
+
     hw = make_hardware(EMB)
     assert isinstance(hw, MockArm) and hw.time_constant_s == 0.05
+    monkeypatch.delitem(registry._REGISTRY, "franka")  # a build without one of the schema's backends
     with pytest.raises(HardwareError, match="not available in this build"):
-        make_hardware(EMB, "mujoco")
+        make_hardware(EMB, "franka")
+    with pytest.raises(HardwareError, match="created by the driver node"):
+        make_hardware(EMB, "mujoco")  # the sim's topics: it needs the driver node's handle
     with pytest.raises(HardwareError, match="has no emulated device"):
         make_hardware(EMB, "mock", emulate=True)
     with pytest.raises(HardwareError, match="unknown hardware backend"):
