@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ RUN_DOCS = sorted({ROOT / "README.md", ROOT / "docs" / "sim.md", ROOT / "docs" /
                    *ROOT.glob("docs/guide*.md"), *ROOT.glob("docs/guide/*.md"), *ROOT.glob("docs/arms/*.md")})
 ALL_DOCS = sorted({ROOT / "README.md", *ROOT.glob("docs/**/*.md")})
 CLI_NAMES = ("molmoact2-ros", ".venv/bin/molmoact2-ros")
+# Repository folders the docs' commands name relative to the root (linked into each block's directory).
+REPO_FOLDERS = ("config", "scripts", "docker")
 COMMAND_TIMEOUT_S = 240.0  # per command, on a busy 2-core machine (eval/export import torch and LeRobot)
 
 # What each kind of rule does with a command.
@@ -138,8 +141,8 @@ def _fenced_and_indented(doc: Path) -> Iterator[tuple[int, str]]:
             i = end + 1
             continue
         m = re.match(r"^ {4,}(\S.*)$", lines[i])
-        if m and (i == 0 or not lines[i - 1].strip()) and re.match(r"^(molmoact2-ros|ros2|\.venv/|python|bash|sudo|pip)\b",
-                                                                    m.group(1)):
+        command_like = m and re.match(r"^(molmoact2-ros|ros2|\.venv/|python|bash|sudo|pip)\b", m.group(1))
+        if command_like and (i == 0 or not lines[i - 1].strip()):
             yield i + 1, m.group(1)
         i += 1
 
@@ -259,6 +262,7 @@ def write_station_bag(path: Path, embodiment: str = "so101", seconds: float = 1.
 class Outcome:
     rc: int
     output: str
+    seconds: float = 0.0
 
 
 def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> Outcome:
@@ -293,48 +297,59 @@ def _run_record(argv: list[str], cwd: Path, env: dict[str, str]) -> Outcome:
 
 
 def run_block(block: Block, cwd: Path, template_bag: Path) -> dict[str, Outcome]:
-    """Run a block's commands in order in ``cwd``, as a user pastes it; commands after a failure still run."""
+    """Run a block's commands in order in ``cwd``, as a user pastes it; commands after a failure still run.
+    The docs' commands run from the repository root (``config/...``, ``scripts/...``): ``cwd`` links those
+    folders, so what the commands write stays out of the source tree."""
     cwd.mkdir(parents=True)
+    for folder in REPO_FOLDERS:
+        (cwd / folder).symlink_to(ROOT / folder, target_is_directory=True)
     results: dict[str, Outcome] = {}
     for cmd in block.commands:
-        rule = rule_for(cmd)
-        if rule is None or rule[0] == NOT_HERE:
-            continue
-        kind = rule[0]
-        env = {**os.environ, **cmd.env}
-        cli = _cli_argv(cmd.argv)
-        if kind == RUN:
-            argv = [*_cli_prefix(), *cli] if cli is not None else (
-                [sys.executable, *cmd.argv[1:]] if cmd.argv[0] == "python" else cmd.argv)
-            results[cmd.ident] = _run(argv, cwd, env)
-        elif kind == BAGS:
-            args = build_parser().parse_args(cli)
-            for bag in args.bags if hasattr(args, "bags") else [args.bag]:
-                if not (cwd / bag).exists():
-                    (cwd / bag).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copytree(template_bag, cwd / bag)
-            results[cmd.ident] = _run([*_cli_prefix(), *cli], cwd, env)
-        elif kind == RECORD:
-            side = cwd / "_recorder"  # its bag must not stand in for the station bag the next commands read
-            side.mkdir()
-            results[cmd.ident] = _run_record([*_cli_prefix(), *cli], side, env)
-        elif kind == HELP:
-            results[cmd.ident] = _run([*_cli_prefix(), cli[0], "--help"], cwd, env)
-        elif kind == DEMO_SCRIPT:
-            syntax = _run(["bash", "-n", str(ROOT / "scripts" / "demo.sh")], cwd, env)
-            try:
-                build_parser().parse_args(["demo", *cmd.argv[2:]])
-                results[cmd.ident] = syntax
-            except SystemExit:
-                results[cmd.ident] = Outcome(2, f"`molmoact2-ros demo` does not take {cmd.argv[2:]}")
-        elif kind == ENV:
-            bad = []
-            for word in cmd.argv[1:]:
-                name, _, value = word.partition("=")
-                if name not in ENV_VARS or not re.search(ENV_VARS[name], value):
-                    bad.append(word)
-            results[cmd.ident] = Outcome(1 if bad else 0, f"unknown variable or bad value: {bad}")
+        started = time.monotonic()
+        _run_one(cmd, cwd, template_bag, results)
+        if cmd.ident in results:
+            results[cmd.ident].seconds = time.monotonic() - started
     return results
+
+
+def _run_one(cmd: Command, cwd: Path, template_bag: Path, results: dict[str, Outcome]) -> None:
+    rule = rule_for(cmd)
+    if rule is None or rule[0] == NOT_HERE:
+        return
+    kind = rule[0]
+    env = {**os.environ, **cmd.env}
+    cli = _cli_argv(cmd.argv)
+    if kind == RUN:
+        argv = [*_cli_prefix(), *cli] if cli is not None else (
+            [sys.executable, *cmd.argv[1:]] if cmd.argv[0] == "python" else cmd.argv)
+        results[cmd.ident] = _run(argv, cwd, env)
+    elif kind == BAGS:
+        args = build_parser().parse_args(cli)
+        for bag in args.bags if hasattr(args, "bags") else [args.bag]:
+            if not (cwd / bag).exists():
+                (cwd / bag).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(template_bag, cwd / bag)
+        results[cmd.ident] = _run([*_cli_prefix(), *cli], cwd, env)
+    elif kind == RECORD:
+        side = cwd / "_recorder"  # its bag must not stand in for the station bag the next commands read
+        side.mkdir()
+        results[cmd.ident] = _run_record([*_cli_prefix(), *cli], side, env)
+    elif kind == HELP:
+        results[cmd.ident] = _run([*_cli_prefix(), cli[0], "--help"], cwd, env)
+    elif kind == DEMO_SCRIPT:
+        syntax = _run(["bash", "-n", str(ROOT / "scripts" / "demo.sh")], cwd, env)
+        try:
+            build_parser().parse_args(["demo", *cmd.argv[2:]])
+            results[cmd.ident] = syntax
+        except SystemExit:
+            results[cmd.ident] = Outcome(2, f"`molmoact2-ros demo` does not take {cmd.argv[2:]}")
+    elif kind == ENV:
+        bad = []
+        for word in cmd.argv[1:]:
+            name, _, value = word.partition("=")
+            if name not in ENV_VARS or not re.search(ENV_VARS[name], value):
+                bad.append(word)
+        results[cmd.ident] = Outcome(1 if bad else 0, f"unknown variable or bad value: {bad}")
 
 
 RUN_BLOCKS = blocks(RUN_DOCS)
@@ -368,6 +383,8 @@ def outcomes(tmp_path_factory) -> dict[str, Outcome]:
     for c in RUN_COMMANDS:
         if c.ident not in results and c.text in by_text:
             results[c.ident] = by_text[c.text]
+    slowest = sorted(results.items(), key=lambda kv: -kv[1].seconds)[:8]
+    print("slowest documented commands:", *(f"  {o.seconds:5.1f} s  {k}" for k, o in slowest), sep="\n")
     return results
 
 
@@ -455,7 +472,7 @@ def test_every_documented_command_line_parses():
         if emb and isinstance(emb, str):
             try:
                 load_embodiment(emb if not emb.endswith((".yaml", ".yml")) else str(ROOT / emb))
-            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            except Exception as exc:  # any failure is the finding
                 problems.append(f"{cmd.ident}: embodiment {emb!r}: {exc}")
     assert not problems, "\n".join(problems)
 
@@ -530,7 +547,7 @@ def test_every_documented_topic_and_service_exists_in_the_code():
 def test_documented_service_and_topic_types_match_the_code():
     """`ros2 service call NAME TYPE` / `ros2 topic pub NAME TYPE` in the docs use the type the code uses."""
     code = {}
-    for py, text in ((p, p.read_text(encoding="utf-8")) for p in (ROOT / "molmoact2_ros" / "nodes").glob("*.py")):
+    for text in (p.read_text(encoding="utf-8") for p in (ROOT / "molmoact2_ros" / "nodes").glob("*.py")):
         node = re.search(r'^NODE_NAME = "(\w+)"', text, re.M)
         for typ, name in re.findall(r'create_service\((\w+), f?"(?:~|\{base\})(/\w+)"', text):
             if node:
