@@ -52,6 +52,8 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -272,7 +274,10 @@ class Rig:
 # ---- the measurement ------------------------------------------------------------------------------
 
 class Bench:
-    def __init__(self) -> None:
+    def __init__(self, checkpoint: Path | None = None, params: dict[str, Any] | None = None,
+                 startup_timeout_s: float = 180.0) -> None:
+        """The policy node in this process, active, on ``checkpoint`` (default: the tiny one) with the lockstep
+        parameters below plus ``params`` (gpu_check.py: device, dtype, CUDA graphs, Think)."""
         import rclpy
         import torch
         from rclpy.executors import SingleThreadedExecutor
@@ -283,23 +288,23 @@ class Bench:
         from molmoact2_ros.nodes.policy_node import PolicyNode
 
         self.emb = load_embodiment(EMBODIMENT)
-        ckpt = ensure_tiny_checkpoint(self.emb)
+        ckpt = checkpoint if checkpoint is not None else ensure_tiny_checkpoint(self.emb)
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx)
         # frozen check off: lockstep re-sends the same content on purpose. Skew limit 1 ms: both cameras of a
         # round carry one stamp, so the node starts only once the round's last frame is in (otherwise it
         # may start on the first camera's new frame with the other's previous one).
         params = {"checkpoint": str(ckpt), "instruction": INSTRUCTION, "torch_num_threads": 1,
-                  "frozen_frame_limit": 0, "camera_max_skew_s": 0.001}
+                  "frozen_frame_limit": 0, "camera_max_skew_s": 0.001, **(params or {})}
         self.node = PolicyNode(context=self.ctx,
                                parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self.spin = threading.Thread(target=self.executor.spin, daemon=True)
         self.spin.start()
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + startup_timeout_s
         while self.node._lifecycle != "active":
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or self.node._configure_error:
                 raise SystemExit(f"policy node did not become active: {self.node._configure_error}")
             time.sleep(0.05)
         # The bare call's inputs, prepared outside the timed call: the rig's frames, in the model's camera

@@ -77,52 +77,16 @@ def _complete_build(path: Path, sizes_name: str) -> bool:
 def _bench_class() -> Any:
     """P1's bench, with the node configured for the GPU and a bare call that carries a depth cache."""
     import contextlib
-    import threading
 
     import bench_policy_node as p1
 
     class GpuBench(p1.Bench):
         def __init__(self, checkpoint: Path, *, think: bool, graphs: bool) -> None:
-            # As p1.Bench.__init__, with the GPU parameters and a longer wait (10 GB to load, graphs to capture).
-            import rclpy
-            import torch
-            from rclpy.executors import SingleThreadedExecutor
-            from rclpy.parameter import Parameter
-
-            from molmoact2_ros.core.embodiment import load_embodiment
-            from molmoact2_ros.nodes.policy_node import PolicyNode
-
-            self.emb = load_embodiment(p1.EMBODIMENT)
+            # P1's rig with the GPU parameters and a longer wait (10 GB to load, graphs to capture).
             self.think = think
-            self.ctx = rclpy.Context()
-            rclpy.init(context=self.ctx)
-            params = {"checkpoint": str(checkpoint), "instruction": p1.INSTRUCTION, "device": "cuda",
-                      "dtype": "bf16", "enable_cuda_graph": graphs, "enable_depth_reasoning": think,
-                      "frozen_frame_limit": 0, "camera_max_skew_s": 0.001}
-            self.node = PolicyNode(context=self.ctx,
-                                   parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-            self.executor = SingleThreadedExecutor(context=self.ctx)
-            self.executor.add_node(self.node)
-            self.spin = threading.Thread(target=self.executor.spin, daemon=True)
-            self.spin.start()
-            deadline = time.monotonic() + 300
-            while self.node._lifecycle != "active":
-                if time.monotonic() > deadline or self.node._configure_error:
-                    raise SystemExit(f"policy node did not become active: {self.node._configure_error}")
-                time.sleep(0.05)
-            runtime = self.node._runtime
-            self.model, self.processor = runtime._model, runtime._processor
-            self.kwargs = {"norm_tag": runtime.norm_tag, "inference_action_mode": runtime.action_mode,
-                           "num_steps": runtime.num_steps, "n_action_steps": runtime.n_action_steps,
-                           "enable_cuda_graph": runtime.enable_cuda_graph}
-            cams = {c.name: (k, c) for k, c in enumerate(self.emb.cameras)}
-            self.images = [p1.scene(0, cams[n][1].height, cams[n][1].width, cams[n][0])
-                           for n in self.emb.camera_names]
-            self.state = self.emb.robot_to_model(self.emb.home.copy())
-            self.generator = torch.Generator(device=runtime.device)
-            self.generator.manual_seed(0)
-            self.retries = 0
             self.depth_cache: Any = None  # the bare Think calls carry their own buffer, as the node does
+            super().__init__(checkpoint, {"device": "cuda", "dtype": "bf16", "enable_cuda_graph": graphs,
+                                          "enable_depth_reasoning": think}, startup_timeout_s=300.0)
 
         def bare(self, inference_mode: bool = False) -> float:
             """One bare ``model.predict_action`` (Think: with the previous bare call's depth cache); ms,
