@@ -327,7 +327,11 @@ class BagReplay:
             if on_progress is not None:
                 on_progress((ns - self.start_ns) / 1e9)
         if self.end_ns > origin_ns:
-            publish_clock(self.end_ns)
+            # /clock is best effort (as rclpy's TimeSource subscribes): one last message can be dropped, and a
+            # sim-time graph would then stop short of the bag's end. Repeat it for a few clock periods.
+            for _ in range(3):
+                publish_clock(self.end_ns)
+                time.sleep(clock_period)
         return True
 
     def close(self) -> None:

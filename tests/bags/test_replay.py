@@ -108,6 +108,15 @@ class Listener:
                 self.got[topic].append((time.monotonic(), t.sec * 10**9 + t.nanosec))
         return on
 
+    def wait_for(self, topic, value: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if any(v == value for _, v in self.got[topic]):
+                    return True
+            time.sleep(0.02)
+        return False
+
     def stamps(self, topic) -> np.ndarray:
         with self.lock:
             return np.array([s for _, s in self.got[topic]], dtype=np.int64)
@@ -148,7 +157,8 @@ def test_replays_at_real_time_times_rate_with_clock(bag):
     try:
         # The CLI in its own process: the listener's callbacks must not share a GIL with the publisher.
         proc = cli("replay", str(bag), "--rate", "2", "--quiet", "--wait-subscribers", "20")
-        time.sleep(0.2)
+        # The listener's executor may still be behind on a busy machine: wait for the bag's end on /clock.
+        lis.wait_for("/clock", T0_NS + round(39 * 1e9 / 20), timeout_s=10.0)
     finally:
         lis.close()
     assert proc.returncode == 0, proc.stderr
