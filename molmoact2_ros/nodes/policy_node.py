@@ -476,9 +476,12 @@ class PolicyNode(LifecycleNode):
                     CompressedImage, compressed_topic(cam), functools.partial(self._on_compressed, cam),
                     CAMERA_QOS))
         if transport != "compressed":
-            # Raw frames on a thread of their own, taken as bytes (nodes/image_cdr.py: why).
+            # Raw frames on a thread of their own, taken as bytes (nodes/image_cdr.py: why). The receiver's
+            # node does not take the process's arguments, so the topics are resolved here: remaps given to
+            # this node (`-r /cameras/front/image_raw:=...`, global or `molmoact2_policy:`-prefixed) apply.
+            topics = {cam: self.resolve_topic_name(camera_topic(cam)) for cam in emb.camera_names}
             self._camera_rx = CameraFrameReceiver(
-                emb.camera_names, self._on_camera_frame, self._on_camera_error,
+                topics, self._on_camera_frame, self._on_camera_error,
                 node_name=f"{self.get_name()}_cameras", namespace=self.get_namespace(), context=self.context,
                 priority=int(self.get_parameter("camera_thread_priority").value))
             if self._camera_rx.priority_error:

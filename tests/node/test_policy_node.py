@@ -16,7 +16,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +129,12 @@ class Feed:
 
 
 class Harness:
-    def __init__(self, domain_offset: int = 0, **params: Any) -> None:
+    def __init__(self, domain_offset: int = 0, ros_args: Sequence[str] = (),
+                 image_topics: dict[str, str] | None = None, **params: Any) -> None:
         self.ctx = rclpy.Context()
         # A domain per harness on top of the process's own: nodes of one harness never hear another's.
-        rclpy.init(context=self.ctx, domain_id=private_domain_id(os.getpid() + 37 * domain_offset))
+        rclpy.init(args=["policy_test", "--ros-args", *ros_args] if ros_args else None, context=self.ctx,
+                   domain_id=private_domain_id(os.getpid() + 37 * domain_offset))
         # One torch thread: on a shared 2-core machine more threads make single calls take seconds.
         defaults = {"diagnostics_period_s": 0.1, "instruction": INSTRUCTION, "frozen_frame_limit": 5,
                     "input_grace_s": 0.0, "torch_num_threads": 1}
@@ -153,7 +155,8 @@ class Harness:
         self.diag_stamp_s = 0.0  # when the node composed the latest /diagnostics (its header stamp)
         self.published_stamps: dict[str, list[float]] = {c: [] for c in CAMS}
         p = self.probe
-        self.image_pubs = {c: p.create_publisher(Image, camera_topic(c), CAMERA_QOS) for c in CAMS}
+        topics = image_topics or {c: camera_topic(c) for c in CAMS}
+        self.image_pubs = {c: p.create_publisher(Image, topics[c], CAMERA_QOS) for c in CAMS}
         self.jpeg_pubs = {c: p.create_publisher(CompressedImage, compressed_topic(c), CAMERA_QOS) for c in CAMS}
         self.js_pub = p.create_publisher(JointState, JOINT_STATES_TOPIC, JOINT_STATE_QOS)
         self.instruction_pub = p.create_publisher(String, INSTRUCTION_TOPIC, LATCHED_QOS)
@@ -564,6 +567,19 @@ def test_compressed_jpeg_input(healthy):
     h.wait_producing()
     h.feed.transport = "raw"
     assert h.reconfigure(image_transport="raw")
+
+
+def test_camera_topics_follow_the_nodes_remaps(tiny_ckpt):
+    """`-r` remaps given to the policy node reach its camera receiver (a node of its own that does not
+    take the process's arguments): the cameras are fed only on the remapped topics, and chunks come."""
+    moved = {"front": "/lab/cam_high/image", "wrist": "/lab/cam_wrist/image"}
+    remaps = [a for c in CAMS for a in ("-r", f"molmoact2_policy:{camera_topic(c)}:={moved[c]}")]
+    h = _only_harness("remapped", lambda: Harness(domain_offset=4, checkpoint=str(tiny_ckpt),
+                                                  ros_args=remaps, image_topics=moved))
+    h.wait_for(lambda: h.value("state") == "active", timeout=60.0, what="autostart to active")
+    h.wait_producing()
+    topics = {t for t, _ in h.probe.get_topic_names_and_types()}
+    assert set(moved.values()) <= topics and not {camera_topic(c) for c in CAMS} & topics
 
 
 # ---- Think: the depth buffer the node owns -------------------------------------------------------
