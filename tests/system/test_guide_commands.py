@@ -512,6 +512,8 @@ def _name_patterns() -> list[re.Pattern]:
 FOREIGN_NAMES = {
     "/franka/joint_states": "franka_ros2's joint state broadcaster (docs/arms/franka.md, ros_topic backend)",
     "/joint_position_controller/commands": "franka_ros2's position controller (ros_topic backend)",
+    "/camera_front/color/image_raw": "a lab's own camera driver, remapped onto (docs/deployment.md)",
+    "/camera_wrist/color/image_raw": "a lab's own camera driver, remapped onto (docs/deployment.md)",
 }
 # First path segments of file-system paths, which are not ROS names.
 FS_ROOTS = {"dev", "etc", "sys", "proc", "tmp", "opt", "usr", "home", "models", "root", "var", "lib", "bin", "mnt",
