@@ -220,3 +220,19 @@ def test_unreachable_robot_names_the_ip():
         arm.read()
     finally:
         arm.disconnect()
+
+
+def test_a_panda_control_box_is_named_as_such():
+    """libfranka 0.21 refuses a Panda's (FER) protocol version: the error says what to use instead."""
+    from molmoact2_ros.backends.hardware.emulated.franka_robot import EmulatedFrankaDevice, EmulatedPylibfranka
+    from molmoact2_ros.backends.hardware.franka import FrankaArm
+
+    dev = EmulatedFrankaDevice()
+    dev.server_version = 5
+    arm = FrankaArm(EMB, emulate=True, library=EmulatedPylibfranka(dev))
+    try:
+        with pytest.raises(HardwareError, match=r"Incompatible library version.*Franka Research 3.*Panda.*ros_topic"):
+            arm.connect()
+        assert not arm.connected
+    finally:
+        arm.disconnect()

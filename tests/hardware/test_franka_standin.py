@@ -11,6 +11,7 @@ import pytest
 
 pylibfranka = pytest.importorskip("pylibfranka")
 
+from molmoact2_ros.backends.hardware.emulated import franka_async as fa  # noqa: E402
 from molmoact2_ros.backends.hardware.emulated import franka_robot as fr  # noqa: E402
 from molmoact2_ros.backends.hardware.franka_shaping import (  # noqa: E402
     FRANKA_LIMITS,
@@ -26,6 +27,9 @@ USED = {
     "Gripper": (fr.EmulatedFrankaGripper, ["__init__", "grasp", "homing", "move", "read_once", "server_version",
                                            "stop"]),
     "ActiveControlBase": (fr.EmulatedActiveControl, ["readOnce"]),
+    "AsyncPositionControlHandler": (fa.EmulatedAsyncPositionControlHandler,
+                                    ["configure", "get_target_feedback", "set_joint_position_target",
+                                     "stop_control"]),
 }
 
 
@@ -47,11 +51,12 @@ def _split_top(text: str) -> list[str]:
 
 
 def _real_params(method) -> list[tuple[str, str | None]]:
-    """(name, default) of a pybind11 method from its docstring signature, without ``self``."""
+    """(name, default) of a pybind11 method from its docstring signature, without ``self`` (a static method
+    such as ``configure`` has none)."""
     first = method.__doc__.strip().splitlines()[0]
     inner = re.match(r"^\w+\((.*)\) -> .*$", first).group(1)
     params = []
-    for part in _split_top(inner)[1:]:
+    for part in [p for p in _split_top(inner) if not p.startswith("self:")]:
         name, _, rest = part.partition(":")
         default = rest.rsplit("=", 1)[1].strip() if "=" in rest and not rest.strip().endswith("]") else None
         params.append((name.strip(), default))
@@ -70,6 +75,8 @@ def test_standin_methods_match_real_signatures(cls_name):
         for p, (_, default) in zip(our_params, real_params, strict=True):
             if default is None:
                 assert p.default is inspect.Parameter.empty, f"{cls_name}.{name}({p.name}): no default in pylibfranka"
+            elif default == "None":
+                assert p.default is None, f"{cls_name}.{name}({p.name})"
             elif re.fullmatch(r"[-0-9.e]+", default):
                 assert p.default == float(default), f"{cls_name}.{name}({p.name})"
             else:  # an enum default such as <RealtimeConfig.kEnforce: 0>
@@ -231,3 +238,113 @@ def test_shaper_keeps_a_raw_step_and_a_limit_approach_within_every_limit():
     assert np.all(cmds >= np.array(limits.q_min)) and np.all(cmds <= np.array(limits.q_max))
     np.testing.assert_allclose(cmds[-1], shaper.clip_target(target), atol=1e-4)
     assert shaper.at_rest
+
+
+# ---- AsyncPositionControlHandler (control_mode: async) ----------------------------------------------------------
+def test_standin_async_types_match_real_ones():
+    real, ours = pylibfranka.AsyncPositionControlHandler, fa.EmulatedAsyncPositionControlHandler
+    assert isinstance(inspect.getattr_static(ours, "configure"), staticmethod)
+    assert ours.Configuration is real.Configuration and ours.JointPositionTarget is real.JointPositionTarget
+    for name in ("CommandResult", "ConfigurationResult", "TargetFeedback"):
+        real_attrs = {n for n in vars(getattr(real, name)) if not n.startswith("_")}
+        assert set(vars(getattr(ours, name)())) == real_attrs, name
+    assert fa.TargetStatus is pylibfranka._pylibfranka.TargetStatus
+    assert fa.TargetFeedback().status == fa.TargetStatus.kIdle
+    assert fr.EmulatedPylibfranka(fr.EmulatedFrankaDevice()).AsyncPositionControlHandler is ours
+
+
+def _configure(device, max_velocity=None, tolerance=0.001):
+    lib = fr.EmulatedPylibfranka(device)
+    robot = lib.Robot("172.16.0.2", lib.RealtimeConfig.kIgnore)
+    handler_cls = lib.AsyncPositionControlHandler
+    v = list(max_velocity if max_velocity is not None else FRANKA_LIMITS[device.model].dq_max)
+    result = handler_cls.configure(robot, handler_cls.Configuration(v, tolerance))
+    return lib, robot, result
+
+
+def _target(lib, q):
+    return lib.AsyncPositionControlHandler.JointPositionTarget([float(x) for x in q])
+
+
+def _feedback_until(handler, robot, statuses, max_reads=20000):
+    for _ in range(max_reads):  # each read waits for the generator's next tick: bounded by emulated time
+        state = robot.read_once()
+        feedback = handler.get_target_feedback(state)
+        if feedback.status.name in statuses:
+            return state, feedback
+    raise AssertionError(f"no {statuses} in {max_reads} ticks")
+
+
+def test_async_generator_moves_to_the_target_within_the_limits_and_the_velocity_cap():
+    device = fr.EmulatedFrankaDevice("fr3", q0=(0.0, -0.6, 0.0, -2.4, 0.0, 1.9, 0.0))
+    cap = np.array([1.0, 1.0, 1.0, 1.0, 1.5, 1.5, 1.5])
+    lib, robot, result = _configure(device, cap)
+    assert result.error_message is None and device.mode.name == "Move"
+    handler = result.handler
+    start = np.array(robot.read_once().q)  # readable while the async control runs
+    goal = start + np.array([0.8, -0.3, 0.5, 0.4, -0.6, 0.5, 1.0])
+    res = handler.set_joint_position_target(_target(lib, goal))
+    assert res.was_successful and res.error_message is None
+    _state, feedback = _feedback_until(handler, robot, {"kExecuting"})
+    assert feedback.error_message is None
+    state, _ = _feedback_until(handler, robot, {"kTargetReached"})
+    np.testing.assert_allclose(state.q_d, goal, atol=1e-3)
+    limits = FRANKA_LIMITS["fr3"]
+    assert device.reflexes == []
+    peak_velocity = device.peak_fraction["velocity"]  # of the model's limit, the worst joint
+    assert peak_velocity <= float(np.max(cap / np.array(limits.dq_max))) + 1e-9
+    assert device.peak_fraction["acceleration"] <= 1.0 and device.peak_fraction["jerk"] <= 1.0
+    handler.stop_control()  # at rest: the motion ends cleanly
+    assert device.mode.name == "Idle" and device.controls_finished == 1 and device.reflexes == []
+    assert not handler.set_joint_position_target(_target(lib, goal)).was_successful  # no control left
+    _, robot, again = _configure(device)  # the control lock was released
+    assert again.error_message is None
+    again.handler.stop_control()
+
+
+def test_async_target_outside_the_limits_aborts_and_only_the_feedback_tells():
+    device = fr.EmulatedFrankaDevice("fr3", q0=(0.0, -0.6, 0.0, -2.4, 0.0, 1.9, 0.0))
+    lib, robot, result = _configure(device)
+    handler = result.handler
+    bad = np.array(robot.read_once().q)
+    bad[3] = 0.2  # joint 4 must stay below -0.1518
+    assert handler.set_joint_position_target(_target(lib, bad)).was_successful
+    state, feedback = _feedback_until(handler, robot, {"kAborted"})
+    assert feedback.error_message == "Control aborted due to reflex."
+    assert state.robot_mode.name == "Reflex"
+    assert state.last_motion_errors.joint_motion_generator_position_limits_violation
+    # Without a state the handler reads through its ActiveControl: the motion error in full.
+    assert "joint_motion_generator_position_limits_violation" in handler.get_target_feedback().error_message
+    assert handler.set_joint_position_target(_target(lib, state.q)).was_successful  # sent, nobody acts
+    assert _configure(device)[2].error_message is not None  # the handler still holds the control
+    handler.stop_control()
+    robot.automatic_error_recovery()
+    assert _configure(device)[2].error_message is None
+
+
+def test_async_non_finite_target_is_refused_and_the_handler_stays_aborted():
+    device = fr.EmulatedFrankaDevice("fr3")
+    lib, robot, result = _configure(device)
+    handler = result.handler
+    q = np.array(robot.read_once().q)
+    res = handler.set_joint_position_target(_target(lib, [np.nan] * 7))
+    assert not res.was_successful and "NaN" in res.error_message
+    res = handler.set_joint_position_target(_target(lib, q))
+    assert not res.was_successful and "aborted" in res.error_message
+    assert handler.get_target_feedback().status.name == "kAborted"
+    handler.stop_control()
+    assert device.reflexes == [] and device.mode.name == "Idle"
+
+
+def test_async_is_refused_on_a_panda_and_finishing_while_moving_trips_the_reflex():
+    assert "Franka Research 3" in _configure(fr.EmulatedFrankaDevice("panda"))[2].error_message
+    device = fr.EmulatedFrankaDevice("fr3", q0=(0.0, -0.6, 0.0, -2.4, 0.0, 1.9, 0.0))
+    lib, robot, result = _configure(device)
+    handler = result.handler
+    goal = np.array(robot.read_once().q) + 1.0
+    handler.set_joint_position_target(_target(lib, goal))
+    for _ in range(20000):
+        if np.max(np.abs(robot.read_once().dq_d)) > 0.5:
+            break
+    handler.stop_control()  # motion_finished at full speed: the velocity steps to zero
+    assert device.reflexes and "joint_motion_generator_velocity_discontinuity" in device.reflexes[-1]

@@ -1,5 +1,11 @@
 """Franka Panda / FR3 + Franka Hand through pylibfranka's joint position control (backend ``franka``).
 
+Two control modes (``hardware.params.franka.control_mode``): ``callback`` (default, described below: a Python
+thread answers the robot every millisecond) and ``async`` (``franka_async``: libfranka's
+AsyncPositionControlHandler; the control box generates the 1 kHz motion toward the driver's targets, no client
+loop; Franka Research 3 with system version >= 5.9 only, experimental upstream). Connecting, the hand, relax
+and recovery are the same in both.
+
 The driver ticks at ``driver_rate_hz`` (100 Hz for ``franka_droid``); the robot wants a joint position
 command every millisecond. So a background thread runs pylibfranka's active control loop
 (``Robot.start_joint_position_control`` -> ``readOnce`` / ``writeOnce(JointPositions)``) at 1 kHz:
@@ -43,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from molmoact2_ros.backends.hardware.base import HardwareInterface, HardwareReading
+from molmoact2_ros.backends.hardware.franka_async import AsyncAborted, AsyncSession, async_velocity_cap
 from molmoact2_ros.backends.hardware.franka_shaping import FRANKA_LIMITS, JointShaper, reference_duration
 from molmoact2_ros.core.embodiment import EmbodimentConfig
 from molmoact2_ros.core.errors import HardwareError
@@ -56,6 +63,7 @@ DEFAULT_JOINT_IMPEDANCE = (3000.0, 3000.0, 3000.0, 2500.0, 2500.0, 2000.0, 2000.
 STOP_TIMEOUT_S = 2.0  # bringing the command to rest and ending the loop; then Robot.stop()
 # The GIL hands over every 5 ms by default: far too coarse for a 1 kHz loop sharing the process.
 REALTIME_SWITCH_INTERVAL_S = 0.0002
+CONTROL_MODES = ("callback", "async")
 
 
 def _import_pylibfranka() -> Any:
@@ -78,13 +86,21 @@ class FrankaArm(HardwareInterface):
                  gripper_homing: bool = False, collision_torque_nm: list[float] | None = None,
                  collision_force_n: list[float] | None = None, joint_impedance: list[float] | None = None,
                  limit_fraction: float = 0.9, position_margin_rad: float = 0.01, torque_off_on_stop: bool = True,
-                 emulate: bool = False, library: Any | None = None):
+                 control_mode: str = "callback", emulate: bool = False, library: Any | None = None):
         super().__init__(embodiment)
         if robot_model not in FRANKA_LIMITS:
             raise HardwareError(f"franka backend: robot_model {robot_model!r} unknown; use one of "
                                 f"{', '.join(FRANKA_LIMITS)} (hardware.params.franka.robot_model)")
         if realtime not in ("enforce", "ignore"):
             raise HardwareError(f"franka backend: realtime must be 'enforce' or 'ignore', not {realtime!r}")
+        if control_mode not in CONTROL_MODES:
+            raise HardwareError(f"franka backend: control_mode must be 'callback' or 'async', not {control_mode!r} "
+                                "(hardware.params.franka.control_mode)")
+        if control_mode == "async" and robot_model != "fr3":
+            raise HardwareError(f"franka backend: control_mode 'async' (libfranka's AsyncPositionControlHandler) "
+                                f"needs a Franka Research 3 with system version >= 5.9 (robot_model: fr3), not "
+                                f"{robot_model!r}; use control_mode: callback (hardware.params.franka)")
+        self.control_mode = control_mode
         joints = embodiment.joints
         self._arm_idx = [i for i, j in enumerate(joints) if j.type != "gripper"]
         grippers = [i for i, j in enumerate(joints) if j.type == "gripper"]
@@ -112,6 +128,9 @@ class FrankaArm(HardwareInterface):
         except ValueError as exc:
             raise HardwareError(f"franka backend: {exc} (hardware.params.franka)") from exc
         self._torque_off_on_stop = bool(torque_off_on_stop)
+        self._async_max_velocity = async_velocity_cap(embodiment.max_velocity[self._arm_idx],
+                                                      FRANKA_LIMITS[robot_model].dq_max, float(limit_fraction))
+        self._async: AsyncSession | None = None  # control_mode async: the running handler
         self.emulate = bool(emulate)
         self.emulated_device = None
         self._lib = library
@@ -159,6 +178,8 @@ class FrankaArm(HardwareInterface):
 
     @property
     def control_running(self) -> bool:
+        if self.control_mode == "async":
+            return self._async is not None
         thread = self._control_thread
         return thread is not None and thread.is_alive()
 
@@ -182,6 +203,14 @@ class FrankaArm(HardwareInterface):
                                 "bench") from exc
         except Exception as exc:
             self._close(shutdown_device=False)
+            if "incompatible" in str(exc).lower():
+                # libfranka >= 0.10 (pylibfranka ships 0.21) speaks only to a Franka Research 3; a Panda (FER)
+                # stops at libfranka 0.9.2, for which there is no pylibfranka.
+                raise HardwareError(
+                    f"{where}: {exc}: pylibfranka {getattr(lib, '__version__', '')} (libfranka 0.21) talks only to "
+                    "a Franka Research 3 with a matching system version; a Panda (FER) needs libfranka <= 0.9.2: "
+                    "drive it through franka_ros or panda-py and use the ros_topic backend (docs/arms/franka.md)"
+                ) from exc
             raise HardwareError(f"{where}: cannot connect ({exc}); check the cable to the control box, that "
                                 f"the robot answers `ping {self.robot_ip}`, that FCI is activated in Desk and the "
                                 "joints are unlocked") from exc
@@ -202,7 +231,7 @@ class FrankaArm(HardwareInterface):
                                                    daemon=True)]
             for t in self._grip_threads:
                 t.start()
-        if not self.emulate:
+        if not self.emulate and self.control_mode == "callback":  # only the Python 1 kHz loop needs it
             sys.setswitchinterval(REALTIME_SWITCH_INTERVAL_S)
         self._connected = True
 
@@ -254,7 +283,8 @@ class FrankaArm(HardwareInterface):
     def read(self) -> HardwareReading:
         self._require_connected()
         self._raise_latched()
-        if not self.control_running:
+        polled = self.control_mode == "async" and self._poll_async()
+        if not polled and not self.control_running:
             try:
                 with self._lock:
                     state = self._robot.read_once()
@@ -284,6 +314,11 @@ class FrankaArm(HardwareInterface):
         target = self._shaper.clip_target(cmd[self._arm_idx])
         sent[self._arm_idx] = target
         now = time.monotonic()
+        if self.control_mode == "async":
+            self._write_async(target)
+            if self._grip_idx is not None:
+                sent[self._grip_idx] = self._set_grip_target(float(cmd[self._grip_idx]))
+            return sent
         with self._lock:
             period = None if self._last_write_t is None else now - self._last_write_t
             self._last_write_t = now
@@ -386,6 +421,9 @@ class FrankaArm(HardwareInterface):
         return self._ref_from + s * delta, delta / self._ref_duration
 
     def _end_control(self) -> None:
+        if self.control_mode == "async":
+            self._end_async()
+            return
         thread = self._control_thread
         if thread is None:
             return
@@ -399,6 +437,73 @@ class FrankaArm(HardwareInterface):
                 raise HardwareError(f"franka robot at {self.robot_ip}: stopping the motion failed ({exc})") from exc
             thread.join(timeout=STOP_TIMEOUT_S)
         self._control_thread = None
+
+    # ---- control_mode async (franka_async) ------------------------------------------------------------------
+    def _write_async(self, target: np.ndarray) -> None:
+        try:
+            with self._lock:
+                if self._async is None:
+                    self._async = AsyncSession(self._lib, self._robot, self._async_max_velocity,
+                                               f"franka robot at {self.robot_ip}")
+                self._async.set_target(target)
+        except AsyncAborted as exc:
+            self._abort_async(exc)
+        except HardwareError:
+            raise
+        except Exception as exc:  # the link: pylibfranka's NetworkException and the like
+            self._abort_async(AsyncAborted(_one_line(exc)))
+
+    def _poll_async(self) -> bool:
+        """Read the state through the running handler's session; False if none runs (then an idle read)."""
+        try:
+            with self._lock:
+                if self._async is None:
+                    return False
+                self._store_state(self._async.poll())
+                return True
+        except AsyncAborted as exc:
+            self._abort_async(exc)
+        except Exception as exc:
+            raise HardwareError(f"franka robot at {self.robot_ip}: reading the state failed ({exc}); check "
+                                "the network link to the control box") from exc
+
+    def _abort_async(self, exc: AsyncAborted) -> None:
+        """The robot ended the motion: latch it like the callback loop does, release the handler, raise."""
+        error = self._latch_async(exc)
+        with self._lock:
+            session, self._async = self._async, None
+        if session is not None:
+            session.close()
+        raise HardwareError(error)
+
+    def _latch_async(self, exc: AsyncAborted) -> str:
+        state = exc.state
+        errors = "" if state is None else f" {state.last_motion_errors or state.current_errors}"
+        with self._lock:
+            self._error = (f"franka robot at {self.robot_ip}: motion aborted ({exc}{errors}); the robot "
+                           "stopped and holds; find the cause, then call the driver's ~/reset (automatic error "
+                           "recovery)")
+            return self._error
+
+    def _end_async(self) -> None:
+        """Bring the generator to rest at its current command, then end the motion (relax, disconnect)."""
+        with self._lock:
+            session, error = self._async, self._error
+        if session is None:
+            return
+        try:
+            with self._lock:
+                settled = error is None and session.settle(STOP_TIMEOUT_S)
+            if not settled and error is None:
+                self._robot.stop()  # did not come to rest in time: the robot stops the motion itself
+        except AsyncAborted as exc:
+            self._latch_async(exc)  # it ended already (a reflex): nothing left to stop; reported until recover()
+        except Exception as exc:
+            raise HardwareError(f"franka robot at {self.robot_ip}: stopping the motion failed ({exc})") from exc
+        finally:
+            with self._lock:
+                self._async = None
+            session.close()
 
     def _store_state(self, state: Any) -> None:
         q = np.asarray(state.q, dtype=np.float64)

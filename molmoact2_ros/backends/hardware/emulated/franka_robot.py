@@ -24,6 +24,10 @@ ones (``inject_reflex``: a collision is ``joint_reflex``/``cartesian_reflex``). 
 motion with pylibfranka's ``ControlException`` and libfranka's message, and leaves the robot in
 ``RobotMode.Reflex`` until ``automatic_error_recovery()``.
 
+``AsyncPositionControlHandler`` (``control_mode: async``) is ``emulated.franka_async``: there the control
+box's own motion generator is a thread of this device stepping it at 1 kHz, and ``Robot.read_once`` reads
+its state packets while it runs, as libfranka allows.
+
 The hand runs in its own thread: fingers move at the commanded speed, ``move``/``grasp``/``homing`` block
 until done (``stop`` from another thread aborts them), an object between the fingers
 (``object_width``) stops a closing motion and is reported by ``is_grasped``.
@@ -164,6 +168,8 @@ class EmulatedFrankaDevice:
             q0 = (0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4)
         self.comm_timeout_s = float(comm_timeout_s)
         self.lock = threading.RLock()
+        # Notified on every tick an asynchronous control's generator thread advances (its state packets).
+        self.tick_cond = threading.Condition(self.lock)
         self.q = np.array(q0, dtype=np.float64)
         self.dq = np.zeros(7)
         # The motion generator's last three commands (position, velocity, acceleration): checked by
@@ -176,10 +182,14 @@ class EmulatedFrankaDevice:
         self.last_motion_errors: tuple[str, ...] = ()
         self.user_stop = False
         self.unreachable = False  # the next Robot()/Gripper() raises NetworkException (cable out, wrong IP)
+        # A control box whose protocol libfranka 0.21 does not speak (a Panda/FER, or an FR3 with an old image):
+        # the next Robot() fails the version handshake, as libfranka's IncompatibleVersionException does.
+        self.server_version: int | None = None
         self.ticks = 0
         self._next_tick_wall: float | None = None
         self._pending_reflex: list[str] = []
-        self._control: EmulatedActiveControl | None = None
+        self._control: EmulatedActiveControl | None = None  # or an emulated_async.AsyncMotionGenerator
+        self.async_client = None  # the AsyncPositionControlHandler holding libfranka's control lock
         self._awaiting_command = False  # a readOnce was answered; the robot waits for its command
         self._last_read_wall = 0.0
         # what the robot was told (tests assert on these)
@@ -187,6 +197,7 @@ class EmulatedFrankaDevice:
         self.controls_started = 0
         self.controls_finished = 0
         self.recoveries = 0
+        self.motion_stops = 0  # Robot.stop() ending a running motion (not a motion_finished)
         self.collision_behavior: tuple[list[float], ...] | None = None
         self.joint_impedance: list[float] | None = None
         self.robots_connected = 0
@@ -332,15 +343,27 @@ class EmulatedFrankaDevice:
             return self.state(), Duration(CONTROL_PERIOD_S)
 
     def idle_read(self) -> RobotState:
-        """Robot.read_once: the next state packet while no control runs (the arm holds its pose)."""
+        """Robot.read_once: the next state packet while no control runs (the arm holds its pose), or while an
+        asynchronous control runs (libfranka's Robot::readOnce takes no control lock; franka_ros2 reads the
+        state this way next to an AsyncPositionControlHandler). Refused next to a callback control, whose
+        readOnce would lose packets to it."""
         with self.lock:
             if self._control is not None:
+                if getattr(self._control, "asynchronous", False):
+                    return self.next_state()
                 raise pylibfranka.InvalidOperationException(
                     "libfranka robot: Cannot perform this operation while another control or read operation "
                     "is running.")
         self.wait_tick()
         with self.lock:
             self.ticks += 1
+            return self.state()
+
+    def next_state(self, timeout_s: float = 1.0) -> RobotState:
+        """The state after the asynchronous generator's next tick (now, if no control runs any more)."""
+        with self.lock:
+            tick = self.ticks
+            self.tick_cond.wait_for(lambda: self.ticks != tick or self._control is None, timeout=timeout_s)
             return self.state()
 
     def _raise_pending(self) -> None:
@@ -367,6 +390,7 @@ class EmulatedFrankaDevice:
         if self._control is not None:
             self._control.finished = True
         self._control = None
+        self.tick_cond.notify_all()  # a reader waiting on the asynchronous generator's next tick
 
     def stop_motion(self) -> None:
         """Robot.stop: abort the running motion (the robot stops on its own)."""
@@ -374,6 +398,7 @@ class EmulatedFrankaDevice:
             if self._control is not None:
                 self._finish(pylibfranka.RobotMode.Idle)
                 self.controls_finished += 1
+                self.motion_stops += 1
 
     def recover(self) -> None:
         with self.lock:
@@ -428,6 +453,11 @@ class EmulatedFrankaRobot:
         if self.device.unreachable:
             raise pylibfranka.NetworkException(
                 "libfranka: Connection timeout. Please check your network connection or settings.")
+        if self.device.server_version is not None:
+            raise pylibfranka.FrankaException(
+                f"libfranka: Incompatible library version (server version: {self.device.server_version}, "
+                "library version: 10). Please check the table at "
+                "https://frankarobotics.github.io/docs/libfranka/docs/compatibility_with_image")
         self.robot_ip_address = robot_ip_address
         self.realtime_config = realtime_config
         self.device.robots_connected += 1
@@ -639,6 +669,9 @@ class EmulatedPylibfranka:
         self.Gripper = type("Gripper", (EmulatedFrankaGripper,), {"device": device})
         self.RobotState, self.GripperState, self.Duration, self.Errors = RobotState, GripperState, Duration, Errors
         self.ActiveControlBase = EmulatedActiveControl
+        from molmoact2_ros.backends.hardware.emulated.franka_async import EmulatedAsyncPositionControlHandler
+
+        self.AsyncPositionControlHandler = EmulatedAsyncPositionControlHandler
 
     def __getattr__(self, name: str):
         return getattr(pylibfranka, name)  # JointPositions, ControllerMode, RealtimeConfig, exceptions, ...
