@@ -8,6 +8,7 @@ inside the limits. Deterministic: the same scene state gives the same actions (n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mujoco
@@ -21,6 +22,14 @@ PHASES = ("hover", "descend", "close", "lift", "hold")
 # close: long enough for the gripper to travel fully closed at SPEED_FRACTION of its velocity limit and squeeze
 PHASE_S = {"hover": 2.0, "descend": 1.5, "close": 1.2, "lift": 1.5, "hold": 1e9}
 SPEED_FRACTION = 0.5
+# descend and lift move the tcp goal along a straight line over this long (then hold it there): jumping the goal
+# to the end made the joints travel at their own rates on a curved path, and a jaw swept the cube aside on the
+# way down (SO-100, some seeds)
+RAMP_S = {"descend": 1.0, "lift": 1.0}
+LIFT_END_S = sum(PHASE_S[p] for p in PHASES[:-1])  # when the hold begins
+# a pick succeeded when the object ended this far up and stayed this close to the tcp through the hold
+SUCCESS_LIFT_M = 0.03
+SUCCESS_HELD_M = 0.03
 
 
 @dataclass
@@ -30,6 +39,7 @@ class _ArmState:
     gripper_idx: int
     target_xyz: np.ndarray | None = None
     closing_dir: np.ndarray | None = None  # world horizontal direction the jaws should close along
+    q_ik: np.ndarray | None = None  # the last IK solution of the arm's joints: the next solve starts there
 
 
 class ScriptedExpert:
@@ -54,6 +64,7 @@ class ScriptedExpert:
             pose = poses[arm.task.target_object]
             arm.target_xyz = pose[:3].copy()
             arm.closing_dir = None
+            arm.q_ik = None
             if arm.task.closing_axis is not None:
                 arm.closing_dir = self._pick_closing_dir(arm, pose)
 
@@ -84,26 +95,35 @@ class ScriptedExpert:
 
     @property
     def phase(self) -> str:
+        return self._phase_and_time()[0]
+
+    def _phase_and_time(self) -> tuple[str, float]:
+        """The current phase and how long it has run."""
         t = self._t
         for name in PHASES:
             if t < PHASE_S[name]:
-                return name
+                return name, t
             t -= PHASE_S[name]
-        return "hold"
+        return "hold", t
 
-    def _goal(self, arm: _ArmState, phase: str) -> tuple[np.ndarray, float]:
+    def _goal(self, arm: _ArmState, phase: str, t_phase: float) -> tuple[np.ndarray, float]:
         obj = arm.target_xyz
         assert obj is not None, "call reset() first"
         grasp = obj - np.array([0.0, 0.0, arm.task.grasp_depth])
+        hover = grasp + np.array([0.0, 0.0, HOVER_M + arm.task.grasp_depth])
+        lifted = grasp + np.array([0.0, 0.0, LIFT_M])
         lower, upper = self.scene.embodiment.lower[arm.gripper_idx], self.scene.embodiment.upper[arm.gripper_idx]
-        open_, closed = upper, lower
+        open_ = upper if arm.task.gripper_open is None else arm.task.gripper_open
+        closed = lower
         if phase == "hover":
-            return obj + np.array([0.0, 0.0, HOVER_M]), open_
+            return hover, open_
         if phase == "descend":
-            return grasp, open_
+            return hover + (grasp - hover) * min(1.0, t_phase / RAMP_S["descend"]), open_
         if phase == "close":
             return grasp, closed
-        return grasp + np.array([0.0, 0.0, LIFT_M]), closed
+        if phase == "lift":
+            return grasp + (lifted - grasp) * min(1.0, t_phase / RAMP_S["lift"]), closed
+        return lifted, closed
 
     def _solve(self, arm: _ArmState, goal_xyz: np.ndarray, seed: np.ndarray, iterations: int = 60) -> np.ndarray:
         """Joint positions (robot units, embodiment order) putting the tcp at ``goal_xyz``, by damped least squares
@@ -149,8 +169,12 @@ class ScriptedExpert:
                     break
                 free[blocked] = 0.0
             step = np.clip(dq, -0.3, 0.3)  # small steps: the linearisation holds and the limits clip gently
-            q[arm.joint_idx] = np.clip(q[arm.joint_idx] + step, lo, hi)
-            if np.linalg.norm(err) < 1e-3 and np.max(np.abs(step)) < 1e-4:
+            moved = np.clip(q_arm + step, lo, hi) - q_arm
+            q[arm.joint_idx] = q_arm + moved
+            # done when the joints stop moving (a step the limits swallow counts as none): where the wrist sits at
+            # a limit the tasks settle a millimetre apart and more iterations change nothing (the solve used to
+            # run all of them every step there, waiting for the position error to drop under 1 mm)
+            if np.max(np.abs(moved)) < 1e-4:
                 break
         return q
 
@@ -169,13 +193,57 @@ class ScriptedExpert:
 
     def act(self) -> np.ndarray:
         """The next joint-position action (robot units, embodiment order)."""
-        phase = self.phase
+        phase, t_phase = self._phase_and_time()
         target = self._command.copy()
         for arm in self._arms:
-            goal, grip = self._goal(arm, phase)
-            target = self._solve(arm, goal, target)
+            goal, grip = self._goal(arm, phase, t_phase)
+            # warm start: the goal moves little between steps, so the last solution is a few iterations from the
+            # next one (starting from the rate-limited command, which lags it, took all of them every step)
+            seed = target.copy()
+            if arm.q_ik is not None:
+                seed[arm.joint_idx] = arm.q_ik
+            target = self._solve(arm, goal, seed)
+            arm.q_ik = target[arm.joint_idx].copy()
             target[arm.gripper_idx] = grip
         step = SPEED_FRACTION * self.scene.embodiment.max_velocity * self.control_dt
         self._command = self._command + np.clip(target - self._command, -step, step)
         self._t += self.control_dt
         return self._command.copy()
+
+
+@dataclass(frozen=True)
+class PickOutcome:
+    """How one arm's pick went: ``lift_m``, how far its object rose by the end; ``held_m``, the largest
+    tcp-object distance over the hold (the object still in the jaws: a few mm to a cm)."""
+
+    target_object: str
+    lift_m: float
+    held_m: float
+
+    @property
+    def success(self) -> bool:
+        return self.lift_m > SUCCESS_LIFT_M and self.held_m < SUCCESS_HELD_M
+
+
+def run_pick(scene: SimScene, expert: ScriptedExpert, seed: int, hold_s: float = 1.0,
+             on_step: Callable[[SimScene], None] | None = None) -> list[PickOutcome]:
+    """Reset ``scene`` with ``seed``, run ``expert`` through its pick and ``hold_s`` of hold (physics only, no
+    rendering) and say, per arm, whether its object came up and stayed in the jaws. ``on_step`` sees the scene
+    after every control step (recording, checks)."""
+    scene.reset(seed=seed)
+    expert.reset()
+    start = {a.target_object: float(scene.object_poses()[a.target_object][2]) for a in scene.arms}
+    held = dict.fromkeys(start, 0.0)
+    steps = round((LIFT_END_S + hold_s) / expert.control_dt)
+    for k in range(steps):
+        scene.set_command(expert.act())
+        scene.step(expert.control_dt)
+        if on_step is not None:
+            on_step(scene)
+        if (k + 1) * expert.control_dt >= LIFT_END_S - 1e-9:
+            poses = scene.object_poses()
+            for arm in scene.arms:
+                gap = float(np.linalg.norm(scene.site_pose(arm.tcp_site)[0] - poses[arm.target_object][:3]))
+                held[arm.target_object] = max(held[arm.target_object], gap)
+    poses = scene.object_poses()
+    return [PickOutcome(name, float(poses[name][2]) - z0, held[name]) for name, z0 in start.items()]

@@ -74,5 +74,6 @@ def build_franka(embodiment: EmbodimentConfig) -> SceneLayout:
     add_camera(attachment, "wrist", eye=(-0.07, 0.0, 0.0), target=(0.0, 0.0, 0.2), up=(-1.0, 0.0, 0.0), fovy=80.0)
     set_offscreen_size(spec, embodiment)
     arm = ArmTask(tcp_site="pinch", joints=tuple(f"panda_joint{i}" for i in range(1, 8)),
-                  gripper="panda_finger_width", target_object="cube", approach_axis=(0.0, 0.0, 1.0))
+                  gripper="panda_finger_width", target_object="cube", approach_axis=(0.0, 0.0, 1.0),
+                  closing_axis=(0.0, 1.0, 0.0))  # the 2F-85's pads face each other along the pinch site's y
     return SceneLayout(spec=spec, bindings=bindings, objects=objects, arms=[arm], min_object_separation=0.1)

@@ -66,8 +66,10 @@ def _finish_so(spec: mujoco.MjSpec, embodiment: EmbodimentConfig, base: mujoco.M
         add_object(spec, obj)
     add_camera(spec.worldbody, "front", eye=(0.62, 0.0, 0.42), target=(0.18, 0.0, 0.03), fovy=55.0)
     set_offscreen_size(spec, embodiment)
+    # open to 0.4 (of 0 closed .. 1 open): the moving jaw then stands 3 cm (SO-100; SO-101 1.5 cm) clear of the cube
+    # and reaches 5 cm (4 cm) out along the closing axis, against 9 cm fully open, where it hit the can
     arm = ArmTask(tcp_site=tcp_site, joints=SO_ARM_JOINTS, gripper="gripper", target_object="cube",
-                  approach_axis=approach_axis, grasp_depth=grasp_depth, closing_axis=closing_axis)
+                  approach_axis=approach_axis, grasp_depth=grasp_depth, closing_axis=closing_axis, gripper_open=0.4)
     return SceneLayout(spec=spec, bindings=bindings, objects=objects, arms=[arm])
 
 
@@ -94,10 +96,12 @@ def build_so101(embodiment: EmbodimentConfig) -> SceneLayout:
     # Wrist camera under the fixed jaw, looking along the jaws (gripper body frame: jaws point along -z).
     wrist = spec.body("gripper")
     add_camera(wrist, "wrist", eye=(0.0, -0.045, -0.03), target=(0.0, 0.0, -0.14), up=(0.0, -1.0, 0.0), fovy=75.0)
-    # The tool centre is where a 3 cm cube's centre sits when the jaw pads hold it: half a cube from the fixed
-    # pad's inner face (x = -0.012 in this frame; the moving jaw closes along -x onto it) and level with the
-    # pads' centres (z = -0.098). Put higher, the pads would catch the cube's bottom edge and it would tip out.
-    wrist.add_site(name="tcp", pos=[0.0135, 0.0, -0.098], group=4)
+    # The tool centre is where the expert puts a 3 cm cube's centre: half a cube plus 4 mm of clearance from the
+    # fixed pad's inner face (its innermost corner at x = -0.0015 in this frame; the moving jaw closes along -x
+    # and pushes the cube the 4 mm onto it) and level with the pads' centres (z = -0.098). Put higher, the pads
+    # would catch the cube's bottom edge and it would tip out; with no clearance (x = 0.0135) a millimetre of
+    # tcp error set the fixed pad down on the cube's top (5 of 20 seeds with a straight-line descent).
+    wrist.add_site(name="tcp", pos=[0.0175, 0.0, -0.098], group=4)
     return _finish_so(spec, embodiment, spec.body("base"), (0.0, 0.0, -1.0), bindings, "tcp", grasp_depth=0.0,
                       closing_axis=(1.0, 0.0, 0.0))
 
@@ -147,5 +151,11 @@ def build_so100(embodiment: EmbodimentConfig) -> SceneLayout:
     # Above the jaws' plane (they close along x here, tips at y = -0.1), looking past the tips: both jaws in the
     # lower part of the image and the workspace beyond them, as on the real SO-100 wrist-camera mounts.
     add_camera(jaw, "wrist", eye=(-0.03, 0.02, 0.07), target=(-0.03, -0.12, -0.05), up=(0.0, 0.0, 1.0), fovy=75.0)
-    jaw.add_site(name="tcp", pos=[0.0, -0.095, 0.0], group=4)
-    return _finish_so(spec, embodiment, base, (0.0, -1.0, 0.0), bindings, "tcp", grasp_depth=0.0)
+    # The tool centre is where the expert puts a 3 cm cube's centre: half a cube plus 5 mm of clearance from the
+    # fixed jaw's tip pad (inner face at x = 0.008 in this frame; the moving jaw closes along +x and pushes the
+    # cube onto it), 1.1 cm above the jaw tips (y = -0.106) so they clear the table. At x = 0 (the first
+    # placement) the fixed jaw overlapped the cube by 7 mm and came down on its top (8 of 20 seeds failed); with
+    # no clearance (x = -0.007) a few mm of tcp error still did it (5 of 20).
+    jaw.add_site(name="tcp", pos=[-0.012, -0.095, 0.0], group=4)
+    return _finish_so(spec, embodiment, base, (0.0, -1.0, 0.0), bindings, "tcp", grasp_depth=0.0,
+                      closing_axis=(1.0, 0.0, 0.0))

@@ -34,12 +34,28 @@ YAM_FORCE = 10.0  # the MJCF's actuatorfrcrange
 GRIPPER_STROKE_M = 0.04695
 SIDES = ("left", "right")
 CAMERA_BODIES = {"top": "top_camera", "left": "left_camera", "right": "right_camera"}
+# Collision boxes of a fingertip in its body frame (``*_tip_left``; ``*_tip_right`` is the mirror image, x and y
+# negated): (centre, half sizes), measured from the tip_left.stl vertices. MuJoCo collides a mesh through its
+# convex hull, and the hull of this L-shaped finger (the carriage on the rail reaches the gripper's centre line)
+# has a face sloping 22 degrees from the fingertip to the carriage: closing on a cube, that face met its edge and
+# squeezed it out of the jaws, which then lifted nothing. The boxes follow the finger itself: the fingertip
+# facet (the real contact face, inner face 47 mm from the tool centre when open, 2 cm along the approach axis,
+# 2.4 cm across) and the blade behind it (6 mm further out). The carriage stays inside the gripper body's hull.
+TIP_BOXES = (
+    ((0.024, -0.0477, -0.0802), (0.012, 0.0032, 0.010)),  # facet
+    ((0.024, -0.0578, -0.0551), (0.019, 0.0068, 0.0151)),  # blade
+)
+GRASP_DEPTH_M = 0.01  # the tcp 1 cm below the cube's centre puts the facet's middle on it, the tips 5 mm clear
 
 
 def build_yam(embodiment: EmbodimentConfig) -> SceneLayout:
     """The YAM bimanual scene."""
     spec = mujoco.MjSpec.from_file(str(model_path("yam_bimanual")))
     spec.option.timestep = 0.002
+    # Elliptic friction cones with a high impratio (MuJoCo's advice for grasping; the SO-101 scene does the same):
+    # with the default pyramidal cones a held cube crept down through the pads, 5 mm in 3 s of hold.
+    spec.option.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
+    spec.option.impratio = 10.0
     limits = {j.name: j.position_limits for j in embodiment.joints}
     bindings: list[JointBinding] = []
     for side in SIDES:
@@ -55,6 +71,14 @@ def build_yam(embodiment: EmbodimentConfig) -> SceneLayout:
         add_position_actuator(spec, b, limits[b.name], kp=kp, forcerange=(-YAM_FORCE, YAM_FORCE))
     for geom in spec.geoms:
         geom.friction = [1.5, 0.01, 0.001]
+    for side in SIDES:
+        for finger, sign in (("left", 1.0), ("right", -1.0)):
+            body = spec.body(f"{side}_tip_{finger}")
+            for geom in body.geoms:  # the mesh stays as the visual; the boxes collide (see TIP_BOXES)
+                geom.contype, geom.conaffinity = 0, 0
+            for (cx, cy, cz), half in TIP_BOXES:
+                body.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, pos=[sign * cx, sign * cy, cz], size=list(half),
+                              group=3, friction=[1.5, 0.01, 0.001])
     gravity_compensate(spec.body("left_base"))
     for side in SIDES:
         # The base is welded to the world, so MuJoCo's parent-child filter does not apply, and link1's mesh
@@ -77,6 +101,7 @@ def build_yam(embodiment: EmbodimentConfig) -> SceneLayout:
         spec.site(f"tcp_{side}").rgba = [0.0, 0.0, 0.0, 0.0]  # a marker for the expert, not for the cameras
     set_offscreen_size(spec, embodiment)
     arms = [ArmTask(tcp_site=f"tcp_{side}", joints=tuple(f"{side}_joint{i}" for i in range(1, 7)),
-                    gripper=f"{side}_gripper", target_object=f"cube_{side}", approach_axis=(0.0, 0.0, 1.0))
+                    gripper=f"{side}_gripper", target_object=f"cube_{side}", approach_axis=(0.0, 0.0, 1.0),
+                    grasp_depth=GRASP_DEPTH_M, closing_axis=(0.0, 1.0, 0.0))  # the fingers slide along tcp y
             for side in SIDES]
     return SceneLayout(spec=spec, bindings=bindings, objects=objects, arms=arms, min_object_separation=0.1)

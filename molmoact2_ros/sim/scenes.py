@@ -93,6 +93,9 @@ class ArmTask:
     # tcp-site-frame axis along which the jaws close; when set, the expert turns it onto a face normal of a box
     # object (two small pads on a cube's edges let it spin out; on two faces they hold it)
     closing_axis: tuple[float, float, float] | None = None
+    # robot-space gripper value the expert opens to before a grasp; None: fully open. An SO arm's moving jaw swings
+    # out on an arc ~9 cm wide when fully open, and closing it swept a distractor into the arm (SO-100, seed 46)
+    gripper_open: float | None = None
 
 
 @dataclass
