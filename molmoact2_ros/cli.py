@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import math
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 
+from molmoact2_ros.cli_checks import check_number, check_writable
 from molmoact2_ros.core.embodiment import list_embodiments, load_embodiment
-from molmoact2_ros.core.errors import MolmoAct2RosError
+from molmoact2_ros.core.errors import ConfigError, MolmoAct2RosError
 
 # Modules that contribute subcommands: bags (record, replay, eval, export-dataset), sim (scenes).
 COMMAND_MODULES = ("molmoact2_ros.bags.cli", "molmoact2_ros.sim.cli")
@@ -36,7 +38,41 @@ def _add_embodiment(p: argparse.ArgumentParser) -> None:
                    help=f"built-in name ({', '.join(list_embodiments())}) or path to a YAML (default: so101)")
 
 
+# The sim node's own camera_fps limit (nodes/sim_node.py); the camera schema's (<= 1000) applies otherwise.
+SIM_MAX_CAMERA_FPS = 240.0
+
+
+def check_demo_options(args: argparse.Namespace) -> None:
+    """Every demo value the nodes would refuse, refused here before any process starts (exit 2, naming the
+    option): the rules are the nodes' and the embodiment schema's own, not copies where they can be reused."""
+    from pydantic import ValidationError
+
+    from molmoact2_ros.core.embodiment import CameraConfig
+    from molmoact2_ros.nodes.policy_node import PARAMS as POLICY_PARAMS
+
+    check_number(args.duration, "--duration", strict=True, meaning="seconds of closed loop")
+    emb = load_embodiment(args.embodiment)
+    if args.camera_fps:  # 0 = each camera's own fps; any other value replaces it and must pass the schema
+        try:
+            for cam in emb.cameras:
+                CameraConfig.model_validate({**cam.model_dump(), "fps": args.camera_fps})
+        except ValidationError as exc:
+            msg = str(exc.errors()[0]["msg"]).lower()
+            raise ConfigError(f"--camera-fps {args.camera_fps:g} is not allowed: {msg} (0 = the embodiment's "
+                              "fps)") from None
+        if args.hardware == "sim":
+            check_number(args.camera_fps, "--camera-fps", high=SIM_MAX_CAMERA_FPS,
+                         meaning="the sim node renders at most this; 0 = the embodiment's fps")
+    why = POLICY_PARAMS["max_inference_rate_hz"][2](args.max_inference_rate)
+    if why or not math.isfinite(args.max_inference_rate):
+        raise ConfigError(f"--max-inference-rate {args.max_inference_rate:g} is not allowed: "
+                          f"{why or 'use a finite number'} (0 = no cap)")
+    if args.log_dir:
+        check_writable(args.log_dir, "--log-dir", what="log directory")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    check_demo_options(args)
     from molmoact2_ros.demo import DemoOptions, format_summary, run_demo
 
     opts = DemoOptions(
@@ -47,6 +83,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     result = run_demo(opts)
     print(format_summary(load_embodiment(args.embodiment).name, result))
+    if result.interrupted:
+        return 130  # as a shell reports Ctrl-C
     return 0 if result.ok else 1
 
 
@@ -77,6 +115,8 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     from molmoact2_ros.nodes.runtime_env import apply_local_ros_defaults
     from molmoact2_ros.process_runner import ProcessGroup
 
+    if args.log_dir:
+        check_writable(args.log_dir, "--log-dir", what="log directory")
     apply_local_ros_defaults()
     specs = describe(bringup_options(args))
     log_dir = Path(args.log_dir or f"/tmp/molmoact2_bringup_{os.getpid()}")
@@ -106,16 +146,26 @@ def cmd_bringup(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Every file is checked (one line each: OK on stdout, the problem on stderr); exit 2 if any is bad."""
+    bad = 0
     for f in args.files:
-        emb = load_embodiment(f)
+        try:
+            emb = load_embodiment(f)
+        except MolmoAct2RosError as exc:
+            bad += 1
+            text = str(exc)
+            # Most messages start with the path already; a bare name ("unknown embodiment ...") gets it added.
+            print(f"molmoact2-ros: error: {text if text.startswith(str(f)) else f'{f}: {text}'}", file=sys.stderr)
+            continue
         print(f"{f}: OK ({emb.name}: {emb.dof} joints, {len(emb.cameras)} cameras, "
               f"{emb.control_rate_hz:g} Hz, tag {emb.policy.norm_tag})")
-    return 0
+    return 2 if bad else 0
 
 
 def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
     from molmoact2_ros.backends.policy.tiny_checkpoint import build_tiny_checkpoint
 
+    check_writable(args.out, "OUT", what="checkpoint directory")
     emb = load_embodiment(args.embodiment)
     t0 = time.monotonic()
     out = build_tiny_checkpoint(Path(args.out), emb, think=args.think, seed=args.seed)
@@ -154,11 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "and measured joints plotted beside it (recorded at a reduced frame rate)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of closed loop (default: 20)")
     p.add_argument("--checkpoint", default="tiny", help="'tiny' (default) or a checkpoint directory")
-    p.add_argument("--instruction", default="pick up the red cube and place it in the bowl")
-    p.add_argument("--max-inference-rate", type=float, default=0.0, help="Hz cap on inference; 0 = none")
+    p.add_argument("--instruction", default=BRINGUP_DEFAULT_INSTRUCTION,
+                   help=f"task text sent to the policy (default: {BRINGUP_DEFAULT_INSTRUCTION!r})")
+    p.add_argument("--max-inference-rate", type=float, default=0.0,
+                   help="Hz cap on inference, >= 0; 0 = none (default)")
     p.add_argument("--camera-fps", type=float, default=0.0,
-                   help="override camera fps; 0 = embodiment's (sim: rendering on a CPU is slow, see docs/sim.md)")
-    p.add_argument("--log-dir", help="where node logs go (default: a new temp dir)")
+                   help="override camera fps (up to 1000; sim: up to 240); 0 = the embodiment's (default; sim: "
+                        "rendering on a CPU is slow, see docs/sim.md)")
+    p.add_argument("--log-dir", help="where node logs go; created if missing (default: a new temp dir)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
@@ -170,10 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "node reported ready; exits 1 with the reason if a node does not start or exits while "
                        "running; Ctrl-C stops every node.")
     _add_embodiment(p)
-    p.add_argument("--mode", default="", choices=["", "real", "sim", "replay"],
-                   help="real: perception, policy, driver on the hardware backend (default); sim: the sim node "
+    # '' stays a valid choice (the launch file's mode:='' means the same), but is not shown as one.
+    p.add_argument("--mode", default="", choices=["", "real", "sim", "replay"], metavar="{real,sim,replay}",
+                   help="real: perception, policy, driver on the hardware backend; sim: the sim node "
                         "replaces perception and the arm (same as --sim); replay: --bag published with /clock, "
-                        "the policy node on use_sim_time (no perception, no driver)")
+                        "the policy node on use_sim_time (no perception, no driver). Default: sim with --sim, "
+                        "else real")
     p.add_argument("--backend", default="", help="hardware backend (mock, ros_topic, feetech, i2rt, franka); "
                    "default: the embodiment's")
     p.add_argument("--emulate-hardware", action="store_true",
@@ -181,13 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "device in the driver process: the real hardware library, no robot")
     p.add_argument("--camera-source", default="", help="camera source for all cameras; default: per camera")
     p.add_argument("--checkpoint", default="", help="dir, hub id or 'tiny'; default: the embodiment's")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--instruction", default=BRINGUP_DEFAULT_INSTRUCTION)
+    p.add_argument("--device", default="cpu", help="policy node's torch device: cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                   help="policy weights' dtype (default: fp32; bf16 halves GPU memory)")
+    p.add_argument("--instruction", default=BRINGUP_DEFAULT_INSTRUCTION,
+                   help=f"task text the policy starts with (default: {BRINGUP_DEFAULT_INSTRUCTION!r})")
     p.add_argument("--max-inference-rate-hz", type=float, default=0.0, help="cap on inference; 0 = none")
     p.add_argument("--torch-num-threads", type=int, default=0, help="policy node's torch threads; 0 = default")
-    p.add_argument("--shadow-mode", default="", choices=["", "true", "false"],
-                   help="driver shadow mode; default: on for real hardware, off for mock")
+    p.add_argument("--shadow-mode", default="", choices=["", "true", "false"], metavar="{true,false}",
+                   help="driver shadow mode (commands computed and published, not sent to the arm); default: "
+                        "the embodiment's (on for real hardware, off for mock)")
     p.add_argument("--sim", action="store_true",
                    help="simulated station: the sim node (MuJoCo physics, rendered cameras) replaces perception and "
                         "the arm; the driver commands it through the mujoco backend (docs/sim.md)")
@@ -213,19 +271,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--startup-timeout", type=float, default=0.0,
                    help="seconds every node gets to report ready (a model download can take long); "
                         "0 = no limit (default)")
-    p.add_argument("--log-dir")
+    p.add_argument("--log-dir", help="where node logs go; created if missing (default: "
+                                     "/tmp/molmoact2_bringup_<pid>)")
     p.set_defaults(func=cmd_bringup)
 
-    p = sub.add_parser("check-config", help="validate embodiment YAML files")
-    p.add_argument("files", nargs="+", help="YAML paths or built-in names")
+    p = sub.add_parser("check-config", help="validate embodiment YAML files",
+                       description="Validate each embodiment config (schema, limits, cross-field rules) and print "
+                       "one line per file: OK with a short description, or the field, value and rule that "
+                       "failed. Every file is checked. Exit status: 0 all valid, 2 if any is not.")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="embodiment YAML paths, or built-in names (" + ", ".join(list_embodiments()) + ")")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("make-tiny-checkpoint",
                        help="write a tiny checkpoint of the real MolmoAct2 code that computes a scripted motion")
-    p.add_argument("out", help="output directory")
+    p.add_argument("out", metavar="OUT", help="output directory (created; must be empty or absent)")
     _add_embodiment(p)
     p.add_argument("--think", action="store_true", help="Think variant (depth reasoning terminates)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default: 0)")
     p.set_defaults(func=cmd_make_tiny_checkpoint)
 
     p = sub.add_parser("list-embodiments", help="list the built-in embodiment configs")

@@ -158,8 +158,9 @@ class DemoResult:
     ok: bool
     reason: str
     diagnostics: dict[str, dict[str, str]] = field(default_factory=dict)
-    chunks_seen: int = 0
+    chunks_seen: int = 0  # by the monitor, as of the policy's last diagnostics (so comparable with its count)
     elapsed_s: float = 0.0
+    interrupted: bool = False  # Ctrl-C / SIGTERM: the summary covers what ran until then
     log_dir: str = ""
     motion: MotionReport | None = None
     video: str = ""  # what --record-video wrote (or why not)
@@ -169,10 +170,14 @@ def resolve_checkpoint(emb: EmbodimentConfig, checkpoint: str, progress=print) -
     """'tiny' -> the cached tiny checkpoint (built on first use); a directory is checked up front so a
     bad one gives one clear line here instead of a failed node later."""
     from molmoact2_ros.backends.policy.molmoact2_runtime import check_checkpoint
-    from molmoact2_ros.backends.policy.tiny_checkpoint import ensure_tiny_checkpoint
+    from molmoact2_ros.backends.policy.tiny_checkpoint import ensure_tiny_checkpoint, is_complete, tiny_checkpoint_path
 
     if checkpoint == "tiny":
-        progress(f"tiny MolmoAct2 checkpoint for {emb.name}: building on first use, then cached ...")
+        if is_complete(tiny_checkpoint_path(emb)):  # the same path ensure_tiny_checkpoint returns
+            path = ensure_tiny_checkpoint(emb)
+            progress(f"tiny MolmoAct2 checkpoint for {emb.name}: cached at {path}")
+            return str(path)
+        progress(f"tiny MolmoAct2 checkpoint for {emb.name}: building it (first use; cached afterwards) ...")
         t0 = time.monotonic()
         path = ensure_tiny_checkpoint(emb)
         progress(f"  ready: {path} ({time.monotonic() - t0:.1f} s)")
@@ -219,6 +224,9 @@ def _monitor(env_ready: threading.Event, stop: threading.Event, state: dict, ins
             state["diag"][name]["_level"] = str(status.level[0] if isinstance(status.level, bytes)
                                                 else status.level)
             state["diag_time"][name] = now
+            if name == POLICY:
+                # The chunks seen when the policy counted its published ones: the summary compares the two.
+                state["chunks_seen_at_policy_diag"] = state["chunks_seen"]
 
     def on_chunk(_msg: JointTrajectory) -> None:
         state["chunks_seen"] += 1
@@ -314,6 +322,7 @@ def run_demo(opts: DemoOptions, progress=print) -> DemoResult:
             result.reason = reason
             return result
         progress(f"graph running: closed loop for {opts.duration_s:.0f} s")
+        t_loop = time.monotonic()
         reason = _run_for(group, state, opts)
         if reason:
             result.reason = reason
@@ -324,13 +333,18 @@ def run_demo(opts: DemoOptions, progress=print) -> DemoResult:
         while time.monotonic() < deadline and not all(
                 state["diag_time"].get(n, 0) > t_end for n in (POLICY, DRIVER)):
             time.sleep(0.05)
+    except KeyboardInterrupt:
+        # Ctrl-C (the nodes got it too): stop them as usual and still report what ran.
+        result.interrupted = True
+        ran = f" after {time.monotonic() - t_loop:.1f} s of the loop" if "t_loop" in locals() else " during startup"
+        result.reason = f"interrupted (Ctrl-C){ran}; logs in {log_dir}"
     finally:
         codes = group.stop()
         stop.set()
         monitor.join(timeout=5.0)
         result.elapsed_s = time.monotonic() - t_start
         result.diagnostics = {k: dict(v) for k, v in state["diag"].items()}
-        result.chunks_seen = state["chunks_seen"]
+        result.chunks_seen = state.get("chunks_seen_at_policy_diag", state["chunks_seen"])
         bad = {name: code for name, code in codes.items() if code not in (0, -2, 130)}
         if bad and not result.reason:
             result.reason = f"node(s) exited uncleanly: {bad}; see {log_dir}"
@@ -424,6 +438,13 @@ def _rejections(driver: dict[str, str]) -> str:
     return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()) if n)
 
 
+def _hardware_text(drv: dict[str, str], sim: dict[str, str]) -> str:
+    backend = drv.get("backend", "n/a")
+    if drv.get("hardware_emulated") == "True":
+        return f"{backend} (emulated device)"
+    return f"simulation ({backend} backend)" if sim else backend
+
+
 def format_summary(emb_name: str, res: DemoResult) -> str:
     pol = res.diagnostics.get(POLICY, {})
     drv = res.diagnostics.get(DRIVER, {})
@@ -437,7 +458,7 @@ def format_summary(emb_name: str, res: DemoResult) -> str:
     rejected = _int(g(drv, "chunks_rejected", "0"))
     rows = [
         ("embodiment", emb_name),
-        ("hardware", g(drv, "backend") + (" (emulated device)" if g(drv, "hardware_emulated") == "True" else "")),
+        ("hardware", _hardware_text(drv, sim)),
         ("camera frames published", str(frames) if per else "n/a"),
         *([("simulation: real-time factor / render ms / lag events",
             f"{g(sim, 'real_time_factor')} / {g(sim, 'render_ms')} / {g(sim, 'lag_events')}")] if sim else []),
@@ -446,11 +467,12 @@ def format_summary(emb_name: str, res: DemoResult) -> str:
          f"{g(pol, 'inference_latency_p50_ms')} / {g(pol, 'inference_latency_p99_ms')} / "
          f"{g(pol, 'inference_latency_max_ms')}"),
         ("model load + warm-up (s)", g(pol, "model_load_s")),
+        # Both counted up to the policy's last diagnostics; a chunk in flight then can make "seen" one short.
         ("chunks published / seen on the wire", f"{g(pol, 'chunks_published')} / {res.chunks_seen}"),
         ("chunks received / rejected / executed",
          f"{g(drv, 'chunks_received')} / {rejected} / {g(drv, 'chunks_executed')}"),
         *([("chunks rejected, by reason", reasons)] if (reasons := _rejections(drv)) else []),
-        ("control ticks", g(drv, "ticks")),
+        ("control ticks (since the driver started)", g(drv, "ticks")),
         ("tick period error p50 / p99 / max (ms)",
          f"{g(drv, 'period_error_p50_ms')} / {g(drv, 'period_error_p99_ms')} / {g(drv, 'period_error_max_ms')}"),
         ("chunk latency at receipt, last (ms)", g(drv, "latency_last_ms")),
@@ -469,7 +491,7 @@ def format_summary(emb_name: str, res: DemoResult) -> str:
         ]
     if res.video:
         rows.append(("video", res.video))
-    rows.append(("result", ("OK: " if res.ok else "FAILED: ") + res.reason))
+    rows.append(("result", ("OK: " if res.ok else "STOPPED: " if res.interrupted else "FAILED: ") + res.reason))
     width = max(len(k) for k, _ in rows)
     lines = [f"molmoact2-ros demo summary ({res.elapsed_s:.1f} s wall, logs: {res.log_dir})"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]

@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from molmoact2_ros.bringup import NodeSpec, command_line, params_file_content
+from molmoact2_ros.core.errors import ConfigError
 from molmoact2_ros.nodes.runtime_env import STATUS_FILE_VAR
 
 
@@ -75,9 +76,13 @@ class ProcessGroup:
         self.nodes: list[RunningNode] = []
 
     def start(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         params_path = self.log_dir / "params.yaml"
-        params_path.write_text(yaml.safe_dump(params_file_content(self.specs), sort_keys=False))
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            params_path.write_text(yaml.safe_dump(params_file_content(self.specs), sort_keys=False))
+        except OSError as exc:  # nothing started yet: one line for the user, not a traceback
+            raise ConfigError(f"cannot write the node logs to {str(self.log_dir)!r}: {exc.strerror or exc}; "
+                              "choose a writable --log-dir") from None
         for spec in self.specs:
             log_path = self.log_dir / f"{spec.name}.log"
             status_path = self.log_dir / f"{spec.name}.status"

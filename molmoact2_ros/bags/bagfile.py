@@ -17,7 +17,21 @@ def resolve_bag(bag: str | Path) -> Path:
         raise BagError(f"bag {str(path)!r} not found; pass a rosbag2 directory (or its .mcap/.db3 file)")
     if path.is_file() and (path.parent / "metadata.yaml").is_file():
         return path.parent
+    problem = not_a_bag_directory(path)
+    if problem:
+        raise BagError(f"bag {str(path)!r} {problem}")
     return path
+
+
+def not_a_bag_directory(path: Path) -> str:
+    """Why directory ``path`` is not a rosbag2 directory ('' when it has a metadata.yaml or is not a
+    directory: rosbags opens a lone .mcap file by itself). Names the bag files it holds, if any."""
+    if not path.is_dir() or (path / "metadata.yaml").is_file():
+        return ""
+    files = sorted(f.name for f in path.iterdir() if f.suffix in (".mcap", ".db3"))
+    held = f" (it holds {', '.join(files[:3])}{', ...' if len(files) > 3 else ''})" if files else ""
+    return (f"is not a rosbag2 directory (no metadata.yaml){held}; pass the .mcap file itself or a bag "
+            "directory")
 
 
 def typestore() -> Any:

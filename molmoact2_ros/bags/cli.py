@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from molmoact2_ros.bags.topics import CAMERA_MODES
+from molmoact2_ros.cli_checks import check_number
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +59,10 @@ def _add_record(sub: argparse._SubParsersAction) -> None:
 def cmd_record(args: argparse.Namespace) -> int:
     from molmoact2_ros.bags.record import RecordOptions, run_record_cli
 
+    check_number(args.duration, "--duration", meaning="seconds to record; 0 = until Ctrl-C")
+    check_number(args.split_size_mb, "--split-size-mb", meaning="0 = never split by size")
+    check_number(args.split_duration, "--split-duration", meaning="0 = never split by time")
+
     opts = RecordOptions(
         output=args.output, embodiment=args.embodiment, cameras=args.cameras, extra_topics=tuple(args.topic),
         exclude=tuple(args.exclude), storage=args.storage, duration_s=args.duration,
@@ -88,7 +93,8 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clock-hz", type=float, default=100.0, help="/clock rate in wall-clock Hz (default: 100)")
     p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
     p.add_argument("--max-gap", type=float, default=30.0,
-                   help="refuse a bag whose recorded time jumps by more than this many seconds (default: 30)")
+                   help="clock-gap limit, seconds > 0: stop at a jump of more than this in the recorded (log) "
+                        "time between two messages (default: 30)")
     p.add_argument("--wait-subscribers", type=float, default=0.0,
                    help="wait up to this many seconds for a subscriber on every published topic first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

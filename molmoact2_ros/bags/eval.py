@@ -93,9 +93,7 @@ def evaluate_bag(path: str | Path, emb: EmbodimentConfig, make_inference: Callab
     try:
         reader = BagReader(path, emb, max_clock_jump_s=options.max_clock_jump_s)
     except BagError as exc:  # nothing evaluated: the report still lists the bag and why
-        result.error, result.error_topic = str(exc), exc.topic
-        result.metrics = score(result, emb)
-        return result
+        return failed(path, emb, options, exc)
     with reader:
         result.bag_duration_s = reader.duration_s
         try:
@@ -119,14 +117,36 @@ def evaluate_bag(path: str | Path, emb: EmbodimentConfig, make_inference: Callab
     return result
 
 
-def _reference(reader: BagReader, which: str) -> Series:
+def check_bag(path: str | Path, emb: EmbodimentConfig, options: EvalOptions) -> None:
+    """What can be known about a bag without reading its messages: it opens, and has the topics (of the
+    right types) this evaluation needs. Raises BagError; the CLI runs it on every bag before loading a
+    model, so a run with no usable bag stops at once."""
+    with BagReader(path, emb, max_clock_jump_s=options.max_clock_jump_s) as reader:
+        _reference_topic(reader, options.reference)
+        if options.shadow and reader.chunk_topic is None:
+            raise BagError(reader.path, "/molmoact2/action_chunk",
+                           "is not in the bag: --shadow scores the recorded chunks")
+
+
+def failed(path: str | Path, emb: EmbodimentConfig, options: EvalOptions, exc: BagError) -> BagEval:
+    """The result for a bag that could not be evaluated at all (the report lists it and why)."""
+    result = BagEval(str(path), list(emb.joint_names), options.shadow, error=str(exc),
+                      error_topic=getattr(exc, "topic", ""))
+    result.metrics = score(result, emb)
+    return result
+
+
+def _reference_topic(reader: BagReader, which: str) -> str:
     if which not in REFERENCES:
         raise ValueError(f"reference {which!r}: use one of {', '.join(REFERENCES)}")
     if which == "commanded" and reader.commanded is None:
         raise BagError(reader.path, "/molmoact2_driver/commanded",
                        "is not in the bag (nor ~/shadow_commanded); use --reference joint_states")
-    topic = reader.commanded if which in ("auto", "commanded") and reader.commanded else reader.joint_states
-    return reader.series(topic)
+    return reader.commanded if which in ("auto", "commanded") and reader.commanded else reader.joint_states
+
+
+def _reference(reader: BagReader, which: str) -> Series:
+    return reader.series(_reference_topic(reader, which))
 
 
 def _run_policy(reader: BagReader, inference: Any, result: BagEval, options: EvalOptions,

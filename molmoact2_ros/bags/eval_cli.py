@@ -4,8 +4,12 @@ HTML report with plots and a JSON file of metrics. Importing this module is ligh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
+
+from molmoact2_ros.cli_checks import check_number, check_writable
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
@@ -36,33 +40,68 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instruction", default="", help="task text when the bag has none (or to override it)")
     p.add_argument("--seed", type=int, default=0, help="flow-matching noise seed (default 0, as the node)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                   help="policy weights' dtype (default: fp32; bf16 halves GPU memory)")
     p.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
     p.add_argument("--max-clock-jump", type=float, default=5.0,
-                   help="a header stamp this much ahead of the previous one on a topic is a clock jump (s)")
+                   help="clock-gap limit, seconds > 0: stop a bag where a topic's header clock jumps forward by "
+                        "more than this (default: 5.0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from molmoact2_ros.bags.eval import EvalOptions, evaluate_bag
-    from molmoact2_ros.bags.report import write_report
+    """Checks first (values, the output folder, every bag's topics), then the model, then the bags: a run
+    that cannot produce anything stops with one line (exit 2) before the model loads."""
+    from molmoact2_ros.bags.eval import EvalOptions, check_bag, failed
+    from molmoact2_ros.bags.topics import BagError  # the base: reader's BagError (bag, topic) is one
     from molmoact2_ros.core.embodiment import load_embodiment
 
+    check_number(args.every, "--every", meaning="seconds between decisions; 0 = the recorded chunks' stamps")
+    check_number(args.max_clock_jump, "--max-clock-jump", strict=True, meaning="seconds")
+    check_writable(args.output, "--output", what="report directory")
     emb = load_embodiment(args.embodiment)
     options = EvalOptions(period_s=args.every or None, shadow=args.shadow, reference=args.reference,
                           instruction=args.instruction, max_clock_jump_s=args.max_clock_jump)
+    problems: dict[int, BagError] = {}  # by position in args.bags (a bag may be given twice)
+    for i, bag in enumerate(args.bags):
+        try:
+            check_bag(bag, emb, options)
+        except BagError as exc:
+            problems[i] = exc
+    if len(problems) == len(args.bags):
+        raise BagError(str(problems[0]) if len(problems) == 1 else
+                       "no usable bag: " + " | ".join(str(e) for e in problems.values()))
+    for exc in problems.values():  # as export-dataset does: say which bags are left out and why, then go on
+        print(f"eval: skipped: {exc}", file=sys.stderr)
+    with quiet_known_noise():
+        evaluated, meta = _evaluate([b for i, b in enumerate(args.bags) if i not in problems], emb, options, args)
+    # The report lists every bag given, in order; a skipped one with the reason it was left out.
+    done = iter(evaluated)
+    results = [failed(bag, emb, options, problems[i]) if i in problems else next(done)
+               for i, bag in enumerate(args.bags)]
+    from molmoact2_ros.bags.report import write_report
+
+    html_path, json_path = write_report(results, args.output, meta)
+    print(f"report: {html_path}\nmetrics: {json_path}")
+    return 1 if any(r.error for r in results) else 0
+
+
+def _evaluate(bags: list[str], emb: Any, options: Any, args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
+    """Load the model (unless --shadow) and evaluate each bag; the results and the report's run metadata."""
+    from tqdm import tqdm
+
+    from molmoact2_ros.bags.eval import evaluate_bag
+
     make = None
     meta: dict[str, Any] = {"embodiment": emb.name, "mode": "shadow" if args.shadow else "policy",
                             "reference": args.reference, "every_s": args.every or "recorded chunks / half chunk"}
     if not args.shadow:
         make, loaded = _policy_factory(emb, args)
         meta.update(checkpoint=loaded.checkpoint, seed=args.seed, device=args.device,
-                    model_load_s=round(loaded.load_s, 2))
+                     model_load_s=round(loaded.load_s, 2))
     results = []
-    for bag in args.bags:
+    for bag in bags:
         bar = tqdm(desc=str(bag), unit="msg", disable=args.quiet, file=sys.stderr)
 
         def on_total(n: int, bar: Any = bar) -> None:
@@ -76,10 +115,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"eval: {result.error} (kept {len(result.predictions)} decisions)", file=sys.stderr)
         m = result.metrics
         print(f"{bag}: {m['decisions']} decisions, mean |error| {m['error_overall']['mean']:.4g}, "
-              f"{m['realtime_factor']:.1f}x real time")
-    html_path, json_path = write_report(results, args.output, meta)
-    print(f"report: {html_path}\nmetrics: {json_path}")
-    return 1 if any(r.error for r in results) else 0
+              f"{format_speed(m['realtime_factor'])}")
+    return results, meta
+
+
+def format_speed(factor: float) -> str:
+    """Two significant digits: 0.058 must not read as "0.1x" (nearly twice as fast)."""
+    return f"{factor:.2g}x real time (evaluation only, model load not counted)"
+
+
+@contextlib.contextmanager
+def quiet_known_noise() -> Iterator[None]:
+    """Hide two known, harmless messages that otherwise open every eval's stderr, and nothing else:
+
+    - transformers' "`MolmoAct2Processor` defines `image_processor_class = ...`, which is deprecated"
+      (a logger warning about the checkpoint's remote code, which we do not control);
+    - torch's "The given NumPy array is not writable" from the remote image processor: the frames come
+      read-only straight from the bag's bytes, and the processor only reads them (the tensor is permuted
+      and resized into new tensors)."""
+    import logging
+    import warnings
+
+    def drop_deprecated_class(record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("_processor_class = " in text and "which is deprecated" in text)
+
+    logger = logging.getLogger("transformers.processing_utils")
+    logger.addFilter(drop_deprecated_class)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"The given NumPy array is not writable", category=UserWarning)
+            yield
+    finally:
+        logger.removeFilter(drop_deprecated_class)
 
 
 def _policy_factory(emb: Any, args: argparse.Namespace) -> tuple[Any, Any]:

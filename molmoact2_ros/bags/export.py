@@ -60,6 +60,7 @@ from molmoact2_ros.bags.topics import (
     compressed_topic,
     shadow_commanded_topic,
 )
+from molmoact2_ros.cli_checks import check_writable
 from molmoact2_ros.core.embodiment import EmbodimentConfig, list_embodiments, load_embodiment
 from molmoact2_ros.core.errors import ConfigError, MolmoAct2RosError
 
@@ -136,6 +137,11 @@ class ExportResult:
 
 # What to do with a bag that cannot be read.
 HINT = "re-record it, or leave it out (--skip-bad-bags)"
+
+
+def bad_bag_hint(opts: ExportOptions) -> str:
+    """The advice for a bad bag: with --skip-bad-bags already given, not that flag again."""
+    return "re-record it" if opts.skip_bad_bags else HINT
 
 # ---- reading a bag -------------------------------------------------------------------------------------
 
@@ -258,7 +264,7 @@ def plan_bag(path: str | Path, emb: EmbodimentConfig, opts: ExportOptions, fps: 
     from molmoact2_ros.core.images import image_from_cdr
 
     bag = resolve_bag(path)
-    reader = open_bag(bag, HINT)
+    reader = open_bag(bag, bad_bag_hint(opts))
     try:
         conns = _connections(reader)
         action_topic = opts.action_topic or commanded_topic()
@@ -336,7 +342,7 @@ def plan_bag(path: str | Path, emb: EmbodimentConfig, opts: ExportOptions, fps: 
         except Exception as exc:  # rosbags / rclpy errors on a truncated or corrupt file
             raise BagError(f"bag {str(bag)!r}: topic {current or '?'}: reading failed after "
                            f"{len(state.stamps)} joint states ({type(exc).__name__}: {exc}): the bag is truncated "
-                           "or corrupt; re-record it, or leave it out (--skip-bad-bags)") from exc
+                           f"or corrupt; {bad_bag_hint(opts)}") from exc
     finally:
         reader.close()
 
@@ -542,6 +548,7 @@ def export_dataset(opts: ExportOptions) -> ExportResult:
     out = Path(opts.out)
     if out.exists():
         raise ConfigError(f"output {str(out)!r} already exists; choose a new --out (the export never overwrites)")
+    check_writable(out, "--out", what="dataset directory")  # before reading any bag, not after
     name = opts.embodiment or recorded_embodiment(opts.bags[0])
     if not name:
         raise ConfigError(f"bag {opts.bags[0]!r} does not say which embodiment recorded it; pass --embodiment")

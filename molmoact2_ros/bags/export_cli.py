@@ -46,8 +46,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-videos", action="store_true",
                    help="store camera frames as PNG image features instead of AV1 videos (bigger, lossless)")
     p.add_argument("--max-gap", type=float, default=1.0,
-                   help="refuse a bag where a topic's header clock jumps forward by more than this many seconds "
-                        "(default: 1.0)")
+                   help="clock-gap limit, seconds > 0: refuse a bag where a topic's header clock jumps forward "
+                        "by more than this (default: 1.0)")
     p.add_argument("--skip-bad-bags", action="store_true",
                    help="leave out bags that fail the checks (listed at the end, exit 1) instead of stopping")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

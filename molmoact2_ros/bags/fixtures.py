@@ -20,9 +20,12 @@ DEFAULT_INSTRUCTION = "pick up the red cube and place it in the bowl"
 
 def record_demo_bag(out_dir: str | Path, embodiment: str = "so101", seconds: float = 5.0, cameras: str = "raw",
                     startup_timeout_s: float = 240.0, instruction: str = DEFAULT_INSTRUCTION,
-                    name: str = "") -> Path:
+                    name: str = "", min_chunks: int = 0, max_seconds: float = 120.0) -> Path:
     """Run the demo graph and record it (start-up, then ``seconds`` after the first action chunk) into a new bag under
-    ``out_dir``; returns the bag directory. Uses this process's ROS_DOMAIN_ID (a private one if unset)."""
+    ``out_dir``; returns the bag directory. Uses this process's ROS_DOMAIN_ID (a private one if unset).
+
+    ``min_chunks``: keep recording past ``seconds`` until that many chunks were recorded (a busy machine infers
+    slowly), at most ``max_seconds`` in all."""
     from molmoact2_ros.bags.record import RecordOptions, StationRecorder
     from molmoact2_ros.bringup import BringupOptions, describe
     from molmoact2_ros.core.embodiment import load_embodiment
@@ -68,10 +71,18 @@ def record_demo_bag(out_dir: str | Path, embodiment: str = "so101", seconds: flo
                 break
             executor.spin_once(timeout_sec=0.1)
         if not problem:
+            duration = 0.0 if min_chunks else seconds  # 0: until enough() says so
             recorder = StationRecorder(RecordOptions(output=str(out), embodiment=emb.source_path, cameras=cameras,
-                                                     duration_s=seconds, progress=False))
+                                                     duration_s=duration, progress=False))
             recorder.start()
-            summary = recorder.run(lambda: bool(group.first_problem()), lambda: executor.spin_once(timeout_sec=0))
+            t0, c0 = time.monotonic(), len(chunks)
+
+            def enough() -> bool:
+                t = time.monotonic() - t0
+                return bool(min_chunks) and ((t >= seconds and len(chunks) - c0 >= min_chunks) or t >= max_seconds)
+
+            summary = recorder.run(lambda: bool(group.first_problem()) or enough(),
+                                   lambda: executor.spin_once(timeout_sec=0))
             problem = summary.problem or group.first_problem()
     finally:
         if recorder is not None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from molmoact2_ros.bags import topics
-from molmoact2_ros.bags.bagfile import typestore
+from molmoact2_ros.bags.bagfile import not_a_bag_directory, typestore
 from molmoact2_ros.bags.topics import (
     CHUNK_TOPIC,
     COMPRESSED_TYPE,
@@ -104,6 +104,9 @@ class BagReader:
         self.max_clock_jump_s = float(max_clock_jump_s)
         if not self.path.exists():
             raise BagError(self.path, "", "does not exist; pass a rosbag2 directory or its .mcap/.db3 file")
+        problem = not_a_bag_directory(self.path)
+        if problem:
+            raise BagError(self.path, "", problem)
         try:
             self._reader = AnyReader([self.path], default_typestore=typestore())
             self._reader.open()

@@ -48,6 +48,9 @@ DEFAULT_RESERVE_BYTES = 8 << 20
 FREE_SPACE_CHECK_BYTES = 256 << 10  # statvfs at most once per this much data written
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
+RECORD_DRAIN_S = 0.3  # at stop: take what the subscriptions already hold
+
+
 
 @dataclass
 class BagSummary:
@@ -415,6 +418,12 @@ class StationRecorder:
         if self._executor is not None:
             import rclpy
 
+            # Messages already delivered to the subscriptions (a replay's last chunks, frames in flight at
+            # Ctrl-C) are taken and written first: a short, bounded drain.
+            drain_end = time.monotonic() + RECORD_DRAIN_S
+            while time.monotonic() < drain_end and self._context.ok():
+                self.spin_once(0.02)
+
             self._executor.shutdown()
             self._node.destroy_node()
             rclpy.shutdown(context=self._context)
@@ -465,8 +474,11 @@ class StationRecorder:
 def format_summary(summary: BagSummary) -> str:
     mb = summary.bytes_written / 1e6
     topics = ", ".join(f"{t} {n}" for t, n in summary.counts.items() if n)
-    return (f"wrote {summary.path}: {summary.message_count} messages, {mb:.1f} MB, {summary.duration_ns / 1e9:.1f} s "
-            f"in {len(summary.files)} file(s) ({topics or 'no messages'})")
+    with_messages = sum(1 for n in summary.counts.values() if n)
+    # "recording N topics" counted every topic subscribed; say how many of them actually carried messages.
+    return (f"wrote {summary.path}: {summary.message_count} messages on {with_messages} of {len(summary.counts)} "
+            f"topics, {mb:.1f} MB, {summary.duration_ns / 1e9:.1f} s in {len(summary.files)} file(s) "
+            f"({topics or 'no messages'})")
 
 
 def run_record_cli(opts: RecordOptions) -> int:
@@ -503,6 +515,9 @@ def run_record_cli(opts: RecordOptions) -> int:
     if missing:
         print(f"warning: nothing recorded on {', '.join(missing)} (is the station running, on this "
               "ROS_DOMAIN_ID?)", file=sys.stderr, flush=True)
+    if recorder.extra:  # --topic names that never appeared in the graph: not recorded at all
+        print(f"warning: --topic {', '.join(recorder.extra)} never appeared in the ROS graph, so it is not in "
+              "the bag (topic names are absolute, e.g. /name)", file=sys.stderr, flush=True)
     if summary.problem:
         raise BagError(f"recording to {str(summary.path)!r} stopped: {summary.problem}; the bag holds the "
                        f"{summary.message_count} messages written before and is readable")

@@ -37,6 +37,8 @@ from molmoact2_ros.bags.topics import (
 from molmoact2_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from molmoact2_ros.core.errors import ConfigError
 
+REPLAY_RELIABLE_DEPTH = 100
+
 
 @dataclass(frozen=True)
 class ReplayOptions:
@@ -88,6 +90,9 @@ class BagReplay:
             raise BagError(f"--start-offset must be >= 0, not {opts.start_offset_s:g}")
         if opts.clock_hz <= 0:
             raise BagError(f"--clock-hz must be > 0, not {opts.clock_hz:g}")
+        if not opts.max_gap_s > 0:
+            raise BagError(f"--max-gap must be > 0, not {opts.max_gap_s:g} (seconds the recorded time may jump "
+                           "between two messages)")
         self.opts = opts
         self.path = resolve_bag(opts.bag)
         self.reader = open_bag(self.path)
@@ -220,8 +225,13 @@ class BagReplay:
         self._node = rclpy.create_node("molmoact2_replay", context=self._context)
         for conn in self.connections:
             name = self.opts.remap.get(conn.topic, conn.topic)
-            self._pubs[conn.id] = self._node.create_publisher(message_class(conn.msgtype), name,
-                                                              qos_profile(self._offered_qos(conn)))
+            qos = self._offered_qos(conn)
+            if qos.reliable:
+                # A reliable writer keeping only the last sample overwrites one a slow reader has not yet
+                # acknowledged (the live chunk topic is KEEP_LAST 1): deeper history keeps every recorded
+                # message for it. Depth is local to the writer: matching is unchanged.
+                qos = QosSpec(qos.reliable, qos.transient_local, max(qos.depth, REPLAY_RELIABLE_DEPTH))
+            self._pubs[conn.id] = self._node.create_publisher(message_class(conn.msgtype), name, qos_profile(qos))
             self.stats.published.setdefault(name, 0)
         if self.opts.clock:
             self._clock_pub = self._node.create_publisher(message_class(CLOCK_TYPE), CLOCK_TOPIC,
@@ -266,9 +276,25 @@ class BagReplay:
                 if not finished or not self.opts.loop:
                     break
                 self.stats.loops += 1
+            if finished:
+                self._drain()
         finally:
             self.stats.wall_s = time.monotonic() - wall0
         return self.stats
+
+    def _drain(self, timeout_s: float = 2.0) -> None:
+        """Wait (bounded) until the subscribers acknowledged the reliable messages: a writer destroyed with
+        samples in flight loses them, and the last chunks of a bag are as much part of it as the first."""
+        from rclpy.duration import Duration
+        from rclpy.qos import ReliabilityPolicy
+
+        deadline = time.monotonic() + timeout_s
+        for pub in self._pubs.values():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE:
+                pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
 
     def _play_once(self, wall_deadline_origin: float, should_stop: Callable[[], bool],
                    on_progress: Callable[[float], None] | None) -> bool:

@@ -432,6 +432,8 @@ def list_embodiments() -> list[str]:
 def resolve_embodiment_path(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
+        if p.is_dir():
+            raise ConfigError(f"{p}: is a directory; pass an embodiment YAML file (or a built-in name)")
         if not p.is_file():
             raise ConfigError(f"{p}: embodiment file not found")
         return p
@@ -478,10 +480,14 @@ def parse_embodiment(data: Any, source: str = "<memory>") -> EmbodimentConfig:
         loc = tuple(err.get("loc", ()))
         # Pydantic reports some errors on a union/tuple member index; name the field the user wrote.
         value = err.get("input", _lookup(data, loc))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "missing":
             detail = "is required but missing"
+        elif isinstance(value, dict):
+            # A cross-field rule (a model validator) gets the whole section as its value: the reason names
+            # the fields; repeating the section would bury it at the end of a very long line.
+            detail = msg
         else:
-            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
             detail = f"value {value!r} is not allowed: {msg}"
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise ConfigError(f"{source}: {_format_loc(loc)}: {detail}{more}") from None

@@ -14,7 +14,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        description="Build the MuJoCo scene of an embodiment (model files from the installed sim "
                                    "packages), reset it with --seed and write its cameras side by side to --out.")
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--embodiment", choices=SCENE_NAMES, help="one scene")
+    group.add_argument("--embodiment", "-e", choices=SCENE_NAMES, help="one scene")
     group.add_argument("--all", action="store_true", help="one strip per embodiment: OUT is a directory, files "
                                                           "sim_<embodiment>.png")
     p.add_argument("--out", required=True, type=Path, help="PNG file (or directory with --all)")
@@ -48,6 +48,12 @@ def write_strip(embodiment_name: str, out: Path, seed: int = 0, scale: float = 0
 
 def cmd_sim_frames(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    from molmoact2_ros.cli_checks import check_number, check_writable
+
+    check_number(args.scale, "--scale", strict=True, meaning="image scale of the strip")
+    # Before building any scene: a path that cannot be written is one line, not a traceback at the end.
+    check_writable(args.out, "--out", what="frame directory" if args.all else "PNG file", is_file=not args.all)
 
     if args.all:
         for name in tqdm(SCENE_NAMES, desc="scenes"):

@@ -222,3 +222,28 @@ def test_missing_bag_is_one_line(tmp_path):
     result = evaluate_bag(tmp_path / "nope", EMB, None, EvalOptions(shadow=True))
     assert "does not exist" in result.error and str(tmp_path / "nope") in result.error
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_cli_skips_unusable_bags_with_a_line_each(bag, tmp_path, loaded, monkeypatch, capsys):
+    """Bags are opened and checked before the model loads; an unusable one is left out with one line, listed in
+    the report with its reason, and the run exits 1. The known noise (processor deprecation, read-only array)
+    does not reach stderr."""
+    import argparse
+
+    import molmoact2_ros.bags.eval_cli as eval_cli
+
+    monkeypatch.setattr(eval_cli, "_policy_factory", lambda emb, args: (_make(loaded), loaded))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    parser = argparse.ArgumentParser()
+    add_eval(parser.add_subparsers())
+    out = tmp_path / "report"
+    args = parser.parse_args(["eval", str(empty), str(bag), "--checkpoint", "tiny", "--output", str(out), "--quiet"])
+    assert args.func(args) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"eval: skipped: {empty}: is not a rosbag2 directory (no metadata.yaml); "
+                                         "pass the .mcap file itself or a bag directory"], captured.err
+    assert "x real time (evaluation only" in captured.out
+    doc = json.loads((out / "metrics.json").read_text())
+    assert [b["bag"] for b in doc["bags"]] == [str(empty), str(bag)]  # the order given
+    assert doc["aggregate"]["complete"] == 1 and "no metadata.yaml" in doc["bags"][0]["error"]

@@ -38,7 +38,7 @@ def _counts(bag: Path) -> dict[str, int]:
 def demo_bag(tmp_path_factory) -> Path:
     from molmoact2_ros.bags.fixtures import record_demo_bag
 
-    return record_demo_bag(tmp_path_factory.mktemp("bags"), "so101", seconds=4.0, name="demo")
+    return record_demo_bag(tmp_path_factory.mktemp("bags"), "so101", seconds=4.0, name="demo", min_chunks=5)
 
 
 def test_replay_of_a_demo_bag_records_back_the_same_messages(demo_bag, tmp_path):

@@ -32,6 +32,10 @@ def _travel(out: str) -> dict[str, float]:
     return {name: float(value) for name, value in pairs}
 
 
+# Rejection reasons that say "late", not "malformed" (core/chunk_validation.py REJECT_*).
+LATE_REASONS = {"too_old", "expired", "inactive"}
+
+
 @pytest.mark.parametrize(("embodiment", "hardware"), [
     ("so101", "mock"), ("yam_bimanual", "mock"), ("franka_droid", "mock"), ("so100", "mock"),
     # The real backends through their real libraries, against emulated devices (issue 9).
@@ -51,9 +55,13 @@ def test_demo_closes_the_loop_and_moves_the_arm_safely(embodiment, hardware):
     received, rejected, executed = (int(x) for x in _summary_value(out, "chunks received / rejected / executed")
                                     .split(" / "))
     assert executed >= 1 and received >= executed
-    assert rejected == 0  # the policy only emits well-formed chunks
+    # The policy only emits well-formed chunks: the driver may refuse one only for arriving late (an overloaded
+    # machine: inference > the chunk's age limit), never for its content.
+    reasons = dict(r.rsplit(" ", 1) for r in _summary_value(out, "chunks rejected, by reason").split(", ")) \
+        if rejected else {}
+    assert set(reasons) <= LATE_REASONS, f"chunks rejected for their content: {reasons}\n{out}"
     assert int(_summary_value(out, "inferences")) >= 2
-    assert int(_summary_value(out, "control ticks")) > 50
+    assert int(_summary_value(out, "control ticks (since the driver started)")) > 50
     # The arm moved: the tiny policy circles pairs of joints (about half a radian each per 6 s on a quiet
     # machine; how far in a fixed time depends on how busy the machine is, so the bar is the demo's own:
     # more than 2% of the joint's range, on at least four revolute joints).
@@ -189,3 +197,31 @@ def tiny_so101_copy(tmp_path):
     dst = tmp_path / "ckpt"
     shutil.copytree(src, dst)
     return Path(dst)
+
+
+def test_ctrl_c_stops_the_demo_and_still_prints_its_summary():
+    """SIGINT during the loop: the nodes stop cleanly, the summary covers what ran, exit status 130."""
+    import os
+    import signal
+
+    proc = subprocess.Popen([*CLI, "demo", "--quiet", "--hardware", "mock", "--duration", "300"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = []
+        for line in proc.stdout:  # blocks until the demo says the loop runs (or exits)
+            lines.append(line)
+            if line.startswith("graph running"):
+                break
+        assert any(x.startswith("graph running") for x in lines), "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(lines) + rest
+    assert proc.returncode == 130, out
+    assert "molmoact2-ros demo summary" in out
+    assert _summary_value(out, "result").startswith("STOPPED: interrupted (Ctrl-C) after"), out
+    assert int(_summary_value(out, "control ticks (since the driver started)")) > 0
+    assert "Traceback" not in out
