@@ -254,6 +254,8 @@ def score(result: BagEval, emb: EmbodimentConfig) -> dict[str, Any]:
     err = errors(result)
     m: dict[str, Any] = {
         "bag": result.bag, "mode": "shadow" if result.shadow else "policy",
+        # Errors and jumps are in robot space: each joint's own unit, as on /joint_states and the chunks.
+        "space": "robot", "units": {j.name: j.unit for j in emb.joints},
         "reference": result.reference.topic if result.reference is not None else "",
         "decisions": len(result.predictions), "decisions_missed": result.decisions_missed,
         "decisions_blocked": result.decisions_blocked,

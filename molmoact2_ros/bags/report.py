@@ -111,9 +111,14 @@ def _bag_section(result: BagEval) -> str:
     parts.append("<table>" + "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in rows)
                  + "</table>")
     if m["error_by_joint"]:
-        head = "<tr><th>joint</th><th>mean |error|</th><th>RMS</th><th>max</th><th>splice jump max</th></tr>"
+        units = m.get("units", {})
+        parts.append("<p>Errors and splice jumps in robot space, each joint in its own unit (as on /joint_states): "
+                     "rad for revolute joints, m or normalized 0..1 for grippers.</p>")
+        head = ("<tr><th>joint</th><th>unit</th><th>mean |error|</th><th>RMS</th><th>max</th>"
+                "<th>splice jump max</th></tr>")
         body = "".join(
-            f"<tr><td>{html.escape(n)}</td><td>{_fmt(s['mean'])}</td><td>{_fmt(s['rms'])}</td><td>{_fmt(s['max'])}"
+            f"<tr><td>{html.escape(n)}</td><td>{html.escape(units.get(n, ''))}</td><td>{_fmt(s['mean'])}</td>"
+            f"<td>{_fmt(s['rms'])}</td><td>{_fmt(s['max'])}"
             f"</td><td>{_fmt(m['splice_jumps']['by_joint'][n]['max'])}</td></tr>"
             for n, s in m["error_by_joint"].items())
         parts.append(f"<table>{head}{body}</table>")

@@ -173,6 +173,9 @@ def test_cli_writes_html_and_json(bag, tmp_path, loaded):
     assert doc["aggregate"]["bags"] == 2 and doc["aggregate"]["decisions"] == 20
     # Each bag starts from the seeded noise of a fresh node: identical results for the same bag.
     assert doc["bags"][0]["error_overall"] == doc["bags"][1]["error_overall"]
+    # Units are stated: robot space, each joint's own unit.
+    assert doc["bags"][0]["space"] == "robot" and doc["bags"][0]["units"] == {j.name: j.unit for j in EMB.joints}
+    assert "<th>unit</th>" in page and "<td>rad</td>" in page
 
 
 def _truncated(bag: Path, tmp: Path) -> Path:
