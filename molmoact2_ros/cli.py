@@ -192,8 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Start the graph as separate processes on the built-in default (so101 "
                        "simulated in MuJoCo: the sim node's physics and rendered cameras, the policy node on the "
                        "tiny checkpoint built on first use, the driver commanding the simulated arm), run for "
-                       "--duration seconds, stop cleanly and print a summary. Exits 1 if no chunk was executed, "
-                       "nothing moved or a limit was broken.")
+                       "--duration seconds, stop cleanly and print a summary. Exit status: 0 when the loop closed "
+                       "and the arm moved within its limits; 1 if no chunk was executed, nothing moved, a limit "
+                       "was broken, the driver faulted or was e-stopped, or a node failed; 2 on a configuration "
+                       "or checkpoint error (one line); 130 after Ctrl-C (the summary of what ran is printed).")
     _add_embodiment(p)
     p.add_argument("--hardware", default="sim", choices=["sim", "mock", "emulated"],
                    help="sim: the embodiment's MuJoCo scene, physics and rendered cameras (default); mock: the "
