@@ -285,6 +285,38 @@ def load_params_file(path: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def check_params_file(path: str) -> dict[str, dict[str, Any]]:
+    """:func:`load_params_file`, then what the file names checked against the nodes of this package: each
+    key is ``/**`` (or another wildcard) or the name of a node this package starts, each parameter under a
+    node's name one that node declares, each wildcard parameter one that some node it reaches declares.
+    rclpy would silently ignore any other (a mistyped safety limit would not be in force); refused here
+    with a ConfigError naming the closest known name, before any process starts."""
+    from molmoact2_ros.nodes.param_check import (
+        NODE_PARAMETERS,
+        closest,
+        flatten,
+        is_wildcard_key,
+        key_matches,
+        not_declared_message,
+    )
+
+    content = load_params_file(path)
+    for key, params in content.items():
+        names = [n for n in NODE_PARAMETERS if key_matches(key, f"/{n}")]
+        if not names:
+            raise ConfigError(f"params file {path}: {key!r} is not a node this package starts"
+                              f"{closest(key.strip('/'), NODE_PARAMETERS)}; use one of "
+                              f"{', '.join(NODE_PARAMETERS)} or /** (every node)")
+        declared = set().union(*(NODE_PARAMETERS[n] for n in names))
+        unknown = sorted(set(flatten(params)) - declared)
+        if unknown and is_wildcard_key(key):
+            raise ConfigError(f"params file {path}: {key}: no node of {PACKAGE} declares "
+                              + ", ".join(f"{n!r}{closest(n, declared)}" for n in unknown))
+        if unknown:
+            raise ConfigError(f"params file {path}: {not_declared_message(unknown, names[0], declared)}")
+    return content
+
+
 def _node_key_matches(key: str, name: str) -> bool:
     """Whether a parameters-file key applies to node ``name`` (in the root namespace)."""
     return key.lstrip("/") in (name, "**") or key in ("/**", f"/**/{name}")
@@ -309,7 +341,7 @@ def describe(opts: BringupOptions) -> list[NodeSpec]:
     emb_ref = emb.source_path or opts.embodiment
     params_files: tuple[str, ...] = ()
     if opts.params_file:
-        load_params_file(opts.params_file)  # refuse a malformed file before anything starts
+        check_params_file(opts.params_file)  # refuse a malformed file or unknown names before anything starts
         params_files = (str(Path(opts.params_file).expanduser().resolve()),)
     sim = mode == "sim"
     use_sim_time = opts.use_sim_time or mode == "replay"

@@ -64,6 +64,7 @@ from molmoact2_ros.nodes.chunk_cdr import decode_chunk
 from molmoact2_ros.nodes.contract import trajectory_to_chunk
 from molmoact2_ros.nodes.deferred_log import DeferredLog
 from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, percentiles_ms
+from molmoact2_ros.nodes.param_check import check_parameter_overrides
 from molmoact2_ros.nodes.qos import CHUNK_QOS, CHUNK_TOPIC, ESTOP_TOPIC, JOINT_STATE_QOS, JOINT_STATES_TOPIC
 from molmoact2_ros.nodes.runtime_env import spin_node
 from molmoact2_ros.realtime import set_thread_fifo
@@ -196,6 +197,8 @@ class DriverNode(LifecycleNode):
         for name in TIGHTEN_ONLY_SAFETY:
             self.declare_parameter(f"safety.{name}", 0.0, desc(
                 f"tighter safety.{name} than the embodiment's (only lower values are accepted); 0: the embodiment's"))
+        # A mistyped override (safety.chunk_max_agee_s) would leave the limit at the embodiment's: refuse it.
+        check_parameter_overrides(self)
 
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value

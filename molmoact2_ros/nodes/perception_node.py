@@ -71,6 +71,7 @@ from molmoact2_ros.bringup import DEFAULT_DDS_PROFILE, dds_environment
 from molmoact2_ros.core.embodiment import CameraConfig, EmbodimentConfig, load_embodiment
 from molmoact2_ros.core.errors import ConfigError
 from molmoact2_ros.nodes.diagnostics import DiagnosticsPublisher
+from molmoact2_ros.nodes.param_check import check_parameter_overrides
 from molmoact2_ros.nodes.qos import camera_topic
 from molmoact2_ros.nodes.runtime_env import spin_node
 
@@ -139,6 +140,7 @@ class PerceptionNode(LifecycleNode):
             "activate fails if a camera gives no good frame (right size, not blank or saturated) in this time (s)")
         diagnostics_period_s = self._declare_range("diagnostics_period_s", 1.0, 0.01, 60.0,
                                                    "seconds between /diagnostics messages")
+        check_parameter_overrides(self)  # an override of no declared parameter is a typo: refuse it
 
         overrides = self._device_overrides(list(devices))
         self.camera_configs = self._camera_configs(list(names), source, fps, width, height, overrides)

@@ -68,6 +68,7 @@ from molmoact2_ros.nodes.contract import ChunkMessages, stamp_to_msg
 from molmoact2_ros.nodes.deferred_log import DeferredLog
 from molmoact2_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from molmoact2_ros.nodes.image_cdr import MAX_PRIORITY, CameraFrameReceiver
+from molmoact2_ros.nodes.param_check import check_parameter_overrides
 from molmoact2_ros.nodes.qos import (
     CAMERA_QOS,
     CHUNK_QOS,
@@ -190,6 +191,7 @@ class PolicyNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         for name, (default, description, _) in PARAMS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        check_parameter_overrides(self)  # an override of no declared parameter is a typo: refuse it
         self._emb: EmbodimentConfig | None = None
         self._runtime: Any = None
         # Observation assembly, scheduling, the depth buffer and the counters: the component the bag
@@ -442,6 +444,14 @@ class PolicyNode(LifecycleNode):
 
     def release(self) -> None:
         """Stop the inference thread, drop the ROS entities and the model. Idempotent."""
+        # Timed per step: a supervisor (demo, bringup) escalates to SIGTERM after a grace period, and the log
+        # then shows which step was slow.
+        t0 = time.monotonic()
+        steps: list[str] = []
+
+        def step(name: str) -> None:
+            steps.append(f"{name} {time.monotonic() - t0:.2f} s")
+
         self._active.clear()
         self._stop.set()
         with self._new_input:
@@ -449,10 +459,12 @@ class PolicyNode(LifecycleNode):
         if self._worker is not None and self._worker is not threading.current_thread():
             # An inference in flight finishes first (a real model: up to a second or so).
             self._worker.join(timeout=30.0)
+            step("inference thread")
         self._worker = None
         if self._camera_rx is not None:
             self._camera_rx.close()
             self._camera_rx = None
+            step("camera thread")
         for sub in self._subs:
             self.destroy_subscription(sub)
         for pub in self._pubs:
@@ -460,13 +472,17 @@ class PolicyNode(LifecycleNode):
         self._subs, self._pubs = [], []
         self._chunk_pub = self._depth_pub = self._fraction_pub = self._latency_pub = None
         if self._runtime is not None:
-            self._runtime.close()
+            # A shut-down context means the process is stopping (SIGINT/SIGTERM): skip the slow collection.
+            self._runtime.close(collect=self.context.ok())
             self._runtime = None
+            step("model")
         if self._core is not None:
             self._idle_stats = self._core.stats
         self._core = None
         self._emb = None
         self._configure_stage = ""
+        if steps:
+            self.get_logger().info(f"released: {', '.join(steps)}")
 
     # ---- ROS entities ------------------------------------------------------------------------
     def _create_entities(self, emb: EmbodimentConfig, transport: str) -> None:

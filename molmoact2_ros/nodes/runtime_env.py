@@ -119,8 +119,10 @@ def spin_node(make_node: Callable[[], Any], *, before_spin: Callable[[Any], None
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     from molmoact2_ros.core.errors import MolmoAct2RosError
+    from molmoact2_ros.nodes.param_check import use_process_arguments
 
     apply_local_ros_defaults()
+    use_process_arguments(args)  # the nodes' parameter check reads the --ros-args rclpy.init reads
     rclpy.init(args=args)
     node = None
     failure = ""

@@ -51,6 +51,7 @@ from molmoact2_ros.backends.hardware.ros_topic import COMMAND_QOS
 from molmoact2_ros.core.embodiment import CameraConfig, EmbodimentConfig, load_embodiment
 from molmoact2_ros.core.errors import ConfigError
 from molmoact2_ros.nodes.diagnostics import ERROR, WARN, DiagnosticsPublisher
+from molmoact2_ros.nodes.param_check import check_parameter_overrides
 from molmoact2_ros.nodes.qos import JOINT_STATE_QOS
 from molmoact2_ros.nodes.runtime_env import spin_node
 
@@ -169,6 +170,7 @@ class SimNode(Node):
                                                        "every camera must render a good frame within this (s)"))
         self.state_rate_hz = float(self._declare("state_rate_hz", 0.0, "joint state rate (Hz); 0 = the "
                                                  "embodiment's driver tick rate"))
+        check_parameter_overrides(self)  # an override of no declared parameter is a typo: refuse it
         if not (0 < self.real_time_factor <= 100):
             raise ConfigError(f"node {NODE_NAME}: parameter real_time_factor: {self.real_time_factor} is not "
                               "allowed; use a number in (0, 100]")

@@ -578,8 +578,9 @@ class MolmoAct2Runtime:
         self.predict(obs, enable_depth_reasoning=enable_depth_reasoning and self.supports_depth_reasoning)
         return time.perf_counter() - started
 
-    def close(self) -> None:
-        """Release the model (and GPU memory). The runtime cannot predict afterwards."""
+    def close(self, collect: bool = True) -> None:
+        """Release the model (and GPU memory). The runtime cannot predict afterwards. ``collect=False`` skips
+        the garbage collection (a second or more with transformers loaded) when the process is exiting anyway."""
         with self._lock:
             self._model = None
             self._processor = None
@@ -588,6 +589,8 @@ class MolmoAct2Runtime:
             if self._rule_worker is not None:
                 self._rule_worker.shutdown(wait=True)
                 self._rule_worker = None
+        if not collect:
+            return
         gc.collect()
         if self.device.type == "cuda":
             self._torch.cuda.empty_cache()
