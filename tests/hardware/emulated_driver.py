@@ -4,8 +4,7 @@ what tests/hardware/test_*_node.py share. Waits are on conditions, never on time
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,20 +16,12 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
+from waiting import wait_for
 
 from molmoact2_ros.core.chunk import ActionChunk
 from molmoact2_ros.nodes.contract import chunk_to_msg
 from molmoact2_ros.nodes.driver_node import DriverNode
 from molmoact2_ros.nodes.qos import CHUNK_QOS, CHUNK_TOPIC
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass

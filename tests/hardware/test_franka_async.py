@@ -5,12 +5,15 @@ to rest before ending it, as in the callback mode. Paced by the emulated robot's
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
 import pytest
 
 pytest.importorskip("pylibfranka")
+
+from waiting import wait_for as _wait_for
 
 from molmoact2_ros.backends.hardware.franka import FrankaArm
 from molmoact2_ros.backends.hardware.franka_shaping import FRANKA_LIMITS
@@ -37,15 +40,7 @@ def arm():
     a.disconnect()
 
 
-def wait_for(cond, what: str, poll=None, timeout: float = TIMEOUT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if poll is not None:
-            poll()
-        if cond():
-            return
-        time.sleep(0.002)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = functools.partial(_wait_for, timeout=TIMEOUT_S, interval=0.002)
 
 
 def tick(arm, target) -> np.ndarray:

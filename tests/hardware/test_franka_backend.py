@@ -11,6 +11,8 @@ import pytest
 
 pytest.importorskip("pylibfranka")
 
+from waiting import wait_for
+
 from molmoact2_ros.backends.hardware import make_hardware
 from molmoact2_ros.core.chunk import ActionChunk
 from molmoact2_ros.core.driver_core import DriverCore
@@ -20,17 +22,6 @@ from molmoact2_ros.core.safety import SafetyStack, SafetyState
 
 EMB = load_embodiment("franka_droid")
 TIMEOUT_S = 30.0  # generous: a busy 2-core machine
-
-
-def wait_for(cond, what: str, timeout: float = TIMEOUT_S, poll=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if poll is not None:
-            poll()
-        if cond():
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from waiting import wait_for
 
 from molmoact2_ros.backends.hardware import make_hardware
 from molmoact2_ros.backends.hardware.emulated.dm_can import ERR_OVER_VOLTAGE
@@ -22,15 +23,6 @@ from molmoact2_ros.core.safety import SafetyStack, SafetyState
 EMB = load_embodiment("yam_bimanual")
 GRIPPER_CLOSED, GRIPPER_OPEN = EMB.hardware.params_for("i2rt")["gripper_limits"]
 LEFT_GRIPPER, RIGHT_GRIPPER = EMB.joint_names.index("left_gripper"), EMB.joint_names.index("right_gripper")
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def all_states(hw):

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
 
 import pytest
 from i2rt.motor_config_tool.dm_motor_registers import read_register, write_register
 from i2rt.motor_config_tool.utils import RawCanInterface
 from i2rt.motor_drivers.dm_driver import ControlMode, DMSingleMotorCanInterface
 from i2rt.motor_drivers.utils import ReceiveMode
+from waiting import wait_for
 
 from molmoact2_ros.backends.hardware.emulated.dm_can import (
     ERR_LOST_COMMUNICATION,
@@ -21,15 +21,6 @@ from molmoact2_ros.backends.hardware.emulated.dm_can import (
 
 _CHANNELS = itertools.count()
 DISABLE = [0xFF] * 7 + [0xFD]
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
