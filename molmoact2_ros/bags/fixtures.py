@@ -75,11 +75,14 @@ def record_demo_bag(out_dir: str | Path, embodiment: str = "so101", seconds: flo
             recorder = StationRecorder(RecordOptions(output=str(out), embodiment=emb.source_path, cameras=cameras,
                                                      duration_s=duration, progress=False))
             recorder.start()
-            t0, c0 = time.monotonic(), len(chunks)
+            t0 = time.monotonic()
 
             def enough() -> bool:
+                # Chunks in the bag, not on the wire: the recorder's participant discovers the policy's a
+                # moment after it starts, and chunks published before that are not in the bag.
                 t = time.monotonic() - t0
-                return bool(min_chunks) and ((t >= seconds and len(chunks) - c0 >= min_chunks) or t >= max_seconds)
+                recorded = recorder.writer.counts.get(CHUNK_TOPIC, 0)
+                return bool(min_chunks) and ((t >= seconds and recorded >= min_chunks) or t >= max_seconds)
 
             summary = recorder.run(lambda: bool(group.first_problem()) or enough(),
                                    lambda: executor.spin_once(timeout_sec=0))

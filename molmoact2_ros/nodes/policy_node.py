@@ -71,6 +71,7 @@ from molmoact2_ros.nodes.image_cdr import MAX_PRIORITY, CameraFrameReceiver
 from molmoact2_ros.nodes.param_check import check_parameter_overrides
 from molmoact2_ros.nodes.qos import (
     CAMERA_QOS,
+    CHUNK_PUBLISHER_QOS,
     CHUNK_QOS,
     CHUNK_TOPIC,
     DEPTH_TOPIC,
@@ -505,7 +506,7 @@ class PolicyNode(LifecycleNode):
         self._subs.append(self.create_subscription(
             JointState, JOINT_STATES_TOPIC, self._on_joint_state, JOINT_STATE_QOS))
         self._subs.append(self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction, LATCHED_QOS))
-        self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, CHUNK_TOPIC, CHUNK_QOS)
+        self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, CHUNK_TOPIC, CHUNK_PUBLISHER_QOS)
         self._latency_pub = self.create_lifecycle_publisher(Float64, "~/inference_latency_ms", METRIC_QOS_DEPTH)
         self._pubs = [self._chunk_pub, self._latency_pub]
         if self._think:
@@ -709,7 +710,7 @@ class PolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    spin_node(PolicyNode, args=args)
+    spin_node(PolicyNode, args=args, fast_exit=True)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,13 @@ CHUNK_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE,
 )
+# The policy's chunk publisher: the same QoS with a deeper writer history. The driver still keeps only the
+# latest (its reader's depth 1), but a recorder that acknowledges late gets every chunk instead of only the
+# newest one; depth is local to each side, so matching is unchanged.
+CHUNK_PUBLISHER_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
 LATCHED_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
