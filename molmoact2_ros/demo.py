@@ -321,8 +321,8 @@ def run_demo(opts: DemoOptions, progress=print) -> DemoResult:
         if reason:
             result.reason = reason
             return result
+        t_loop = time.monotonic()  # before saying so: a Ctrl-C right after the line counts as during the loop
         progress(f"graph running: closed loop for {opts.duration_s:.0f} s")
-        t_loop = time.monotonic()
         reason = _run_for(group, state, opts)
         if reason:
             result.reason = reason
