@@ -9,12 +9,12 @@ rate. MP4 goes through imageio-ffmpeg's bundled ffmpeg (H.264), GIF through imag
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from molmoact2_ros.cli_checks import check_writable
 from molmoact2_ros.core.embodiment import EmbodimentConfig
 from molmoact2_ros.core.errors import ConfigError, MolmoAct2RosError
 
@@ -32,8 +32,10 @@ def check_video_path(path: str) -> Path:
     if p.suffix.lower() not in FORMATS:
         raise ConfigError(f"--record-video {path}: use a file ending in {' or '.join(FORMATS)}")
     folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise ConfigError(f"--record-video {path}: folder {folder} does not exist or is not writable")
+    if not folder.is_dir():
+        raise ConfigError(f"--record-video {path}: folder {folder} does not exist")
+    # The CLI's one writability probe (permission bits alone mislead: root, /proc, read-only mounts).
+    check_writable(p, "--record-video", what="video", is_file=True)
     return p
 
 
