@@ -51,7 +51,6 @@ DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 RECORD_DRAIN_S = 0.3  # at stop: take what the subscriptions already hold
 
 
-
 @dataclass
 class BagSummary:
     """What a closed bag holds: per-topic message counts, files, span."""
