@@ -153,10 +153,19 @@ def quiet_known_noise() -> Iterator[None]:
 def _policy_factory(emb: Any, args: argparse.Namespace) -> tuple[Any, Any]:
     """Load the model once; each bag gets a fresh component (and the runtime's noise re-seeded as at a node's
     start, so a bag's result does not depend on the bags before it)."""
+    from transformers.utils import logging as hf_logging
+
     from molmoact2_ros.backends.policy.inference import PolicyInference, input_limits, load_runtime, restart_noise
 
-    loaded = load_runtime(emb, args.checkpoint, device=args.device, dtype=args.dtype, seed=args.seed,
-                          torch_num_threads=args.torch_threads)
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    if args.quiet:  # transformers draws its own "Loading weights" bar
+        hf_logging.disable_progress_bar()
+    try:
+        loaded = load_runtime(emb, args.checkpoint, device=args.device, dtype=args.dtype, seed=args.seed,
+                              torch_num_threads=args.torch_threads)
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     runtime = loaded.runtime
     first = [True]
 

@@ -158,7 +158,7 @@ def test_policy_eval_decides_at_recorded_stamps_deterministically(bag, loaded):
     assert periodic.metrics["decisions"] == 4 and periodic.metrics["reference"] == "/joint_states"
 
 
-def test_cli_writes_html_and_json(bag, tmp_path, loaded):
+def test_cli_writes_html_and_json(bag, tmp_path, loaded, capfd):
     import argparse
 
     parser = argparse.ArgumentParser()
@@ -167,6 +167,8 @@ def test_cli_writes_html_and_json(bag, tmp_path, loaded):
     args = parser.parse_args(["eval", str(bag), str(bag), "--checkpoint", "tiny", "--output", str(out),
                               "--quiet", "--torch-threads", "1"])
     assert args.func(args) == 0
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "it/s" not in err, err  # --quiet: no bar, not even transformers'
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "all bags" in page and "http" not in page
     doc = json.loads((out / "metrics.json").read_text())

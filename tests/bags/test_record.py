@@ -47,6 +47,13 @@ def read_counts(bag: Path) -> tuple[dict[str, int], dict[str, int]]:
     return read, {t: n for t, n in claimed.items() if n}
 
 
+def joint_positions(bag: Path) -> list[int]:
+    """The first joint position of every recorded /joint_states message, in recorded order."""
+    with AnyReader([bag]) as reader:
+        conns = [c for c in reader.connections if c.topic == JOINT_STATES_TOPIC]
+        return [int(reader.deserialize(raw, c.msgtype).position[0]) for c, _, raw in reader.messages(connections=conns)]
+
+
 def cli(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "molmoact2_ros.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
@@ -87,7 +94,11 @@ def test_signal_leaves_a_complete_readable_bag(tmp_path, sig):
     read, claimed = read_counts(bag)
     assert read == claimed  # metadata.yaml agrees with what is in the files
     assert read[INSTRUCTION_TOPIC] == 1
-    assert 30 <= read[JOINT_STATES_TOPIC] <= 60  # best effort: a busy machine may drop a few
+    # /joint_states is best effort (as the drivers publish it): a busy machine drops some, CI once kept 22 of
+    # 60. What must hold is that what was recorded is real, in order, and counted in the summary.
+    positions = joint_positions(bag)
+    assert 1 <= len(positions) <= 60
+    assert positions == sorted(set(positions)) and set(positions) <= set(range(60))
     assert f"{read[JOINT_STATES_TOPIC] + 1} messages" in out
 
 

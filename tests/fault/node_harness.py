@@ -108,6 +108,7 @@ class PolicyStandIn:
 
     def start(self) -> PolicyStandIn:
         self.h.wait_for(lambda: self.pub.get_subscription_count() > 0, what="driver chunk subscription")
+        self._stop.clear()  # start again after stop()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self

@@ -3,7 +3,7 @@ finite, inside the envelope, within the speed and acceleration limits, a control
 not following a plan, and absent while a relaxed arm is e-stopped; and nothing raises.
 
 The scenarios are in ``safety_fuzz.py``. The test command runs ``MOLMOACT2_ROS_PROPERTY_EXAMPLES`` examples
-(default 300, about 60,000 ticks); benchmarks/bench_safety_property.py runs 20,000 and reports the counts.
+(default 200, about 40,000 ticks); benchmarks/bench_safety_property.py runs 20,000 and reports the counts.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from hypothesis import HealthCheck, given, settings
 from safety_fuzz import Scenario, run_scenario, scenarios
 
-EXAMPLES = int(os.environ.get("MOLMOACT2_ROS_PROPERTY_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("MOLMOACT2_ROS_PROPERTY_EXAMPLES", "200"))
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
