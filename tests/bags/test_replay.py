@@ -153,7 +153,8 @@ def bag(tmp_path_factory) -> Path:
 
 
 def test_replays_at_real_time_times_rate_with_clock(bag):
-    lis = Listener({JOINT_STATES_TOPIC: JointState})
+    # Both of the bag's topics: --wait-subscribers waits for a subscriber on each (a missing one costs 20 s).
+    lis = Listener({JOINT_STATES_TOPIC: JointState, CHUNK_TOPIC: JointTrajectory})
     try:
         # The CLI in its own process: the listener's callbacks must not share a GIL with the publisher.
         proc = cli("replay", str(bag), "--rate", "2", "--quiet", "--wait-subscribers", "20")
@@ -163,6 +164,7 @@ def test_replays_at_real_time_times_rate_with_clock(bag):
         lis.close()
     assert proc.returncode == 0, proc.stderr
     assert "published 44 messages on 2 topics" in proc.stdout, proc.stdout
+    assert "no subscriber yet" not in proc.stderr, proc.stderr
     with lis.lock:
         got = list(lis.got[JOINT_STATES_TOPIC])
         clock = list(lis.got["/clock"])
