@@ -29,10 +29,9 @@ stopped itself) and is raised as HardwareError, naming libfranka's errors, by ev
 ``read``/``write`` until ``recover()`` (the driver's ``~/reset``) runs ``automatic_error_recovery``. A
 robot found in Reflex or UserStopped mode is reported the same way.
 
-The hand runs on two threads of its own so it never blocks a tick: one polls its state, one executes
-commands (``move`` to open, ``grasp`` with ``gripper_force_n`` to close, so an object is held with force);
-a new command goes out only when the target moved more than ``gripper_deadband_m``, and an in-flight one
-is stopped first. Franka reports no joint temperatures over FCI: readings carry positions and velocities.
+The hand (``franka_hand``) runs on two threads of its own so it never blocks a tick (``move`` to open,
+``grasp`` with ``gripper_force_n`` to close). Franka reports no joint temperatures over FCI: readings carry
+positions and velocities.
 
 ``emulate=True`` runs the same code against ``emulated.franka_robot`` (a stand-in with pylibfranka's
 classes and the robot's reflexes) instead of the network.
@@ -50,6 +49,7 @@ import numpy as np
 
 from molmoact2_ros.backends.hardware.base import HardwareInterface, HardwareReading
 from molmoact2_ros.backends.hardware.franka_async import AsyncAborted, AsyncSession, async_velocity_cap
+from molmoact2_ros.backends.hardware.franka_hand import FrankaHand, one_line
 from molmoact2_ros.backends.hardware.franka_shaping import FRANKA_LIMITS, JointShaper, reference_duration
 from molmoact2_ros.core.embodiment import EmbodimentConfig
 from molmoact2_ros.core.errors import HardwareError
@@ -108,14 +108,13 @@ class FrankaArm(HardwareInterface):
             raise HardwareError(f"franka backend: {embodiment.name} must have 7 arm joints and at most one "
                                 f"gripper (has {len(self._arm_idx)} and {len(grippers)})")
         self._grip_idx = grippers[0] if grippers and gripper else None
-        self._grip_normalized = self._grip_idx is not None and joints[self._grip_idx].unit == "normalized"
         self.robot_ip = str(robot_ip)
         self.robot_model = robot_model
         self.realtime = realtime
-        self.gripper_speed_mps = float(gripper_speed_mps)
-        self.gripper_force_n = float(gripper_force_n)
-        self.gripper_deadband_m = float(gripper_deadband_m)
-        self.gripper_homing = bool(gripper_homing)
+        self._hand = None if self._grip_idx is None else FrankaHand(
+            self.robot_ip, normalized=joints[self._grip_idx].unit == "normalized",
+            speed_mps=float(gripper_speed_mps), force_n=float(gripper_force_n),
+            deadband_m=float(gripper_deadband_m), homing=bool(gripper_homing))
         self.collision_torque_nm = list(collision_torque_nm or DEFAULT_COLLISION_TORQUE_NM)
         self.collision_force_n = list(collision_force_n or DEFAULT_COLLISION_FORCE_N)
         self.joint_impedance = list(joint_impedance or DEFAULT_JOINT_IMPEDANCE)
@@ -136,7 +135,6 @@ class FrankaArm(HardwareInterface):
         self._lib = library
         self._nominal_period_s = 1.0 / embodiment.tick_rate_hz
         self._robot: Any = None
-        self._gripper: Any = None
         self._lock = threading.Lock()  # robot calls outside the 1 kHz thread, and the shared state below
         self._error: str | None = None  # latched until recover(): a reflex / library error
         # the arm
@@ -150,21 +148,6 @@ class FrankaArm(HardwareInterface):
         self._ref_duration = self._nominal_period_s  # ... over this long
         self._last_write_t: float | None = None
         self.loop_cycles = 0
-        # the hand
-        self._grip_threads: list[threading.Thread] = []
-        self._grip_cond = threading.Condition()
-        self._grip_target: float | None = None  # metres, set by write()
-        self._grip_sent: float | None = None  # the goal of the command in flight or last done
-        self._grip_busy = False
-        self._grip_pending = False  # a target the command thread has not taken yet
-        self._grip_width = 0.0
-        self._grip_max_width = 0.0
-        self._grip_speed = 0.0
-        self._grip_state_t: float | None = None
-        self._grip_homed_this_session = False
-        self._grip_quit = False
-        self._grip_error: str | None = None
-        self.gripper_commands = 0
 
     # ---- capabilities ------------------------------------------------------------------------------------
     @property
@@ -215,29 +198,19 @@ class FrankaArm(HardwareInterface):
                                 f"the robot answers `ping {self.robot_ip}`, that FCI is activated in Desk and the "
                                 "joints are unlocked") from exc
         self._store_state(state)
-        if self._grip_idx is not None:
+        if self._hand is not None:
             try:
-                self._gripper = lib.Gripper(self.robot_ip)
-                self._store_grip_state(self._gripper.read_once())
-            except Exception as exc:
+                self._hand.connect(lib)
+            except HardwareError:
                 self._close(shutdown_device=False)
-                raise HardwareError(f"franka hand at {self.robot_ip}: cannot connect ({exc}); check the hand "
-                                    "is mounted and enabled in Desk, or set hardware.params.franka.gripper: "
-                                    "false") from exc
-            self._grip_quit = False
-            self._grip_threads = [threading.Thread(target=self._grip_state_loop, name="franka-hand-state",
-                                                   daemon=True),
-                                  threading.Thread(target=self._grip_command_loop, name="franka-hand-command",
-                                                   daemon=True)]
-            for t in self._grip_threads:
-                t.start()
+                raise
         if not self.emulate and self.control_mode == "callback":  # only the Python 1 kHz loop needs it
             sys.setswitchinterval(REALTIME_SWITCH_INTERVAL_S)
         self._connected = True
 
     def disconnect(self) -> None:
         """End the control loop (the robot holds its pose), stop the hand, close both. Safe twice."""
-        if self._robot is None and self._gripper is None and not self._grip_threads:
+        if self._robot is None and not (self._hand is not None and self._hand.open):
             self._connected = False
             return
         with contextlib.suppress(HardwareError):
@@ -246,16 +219,8 @@ class FrankaArm(HardwareInterface):
         self._close()
 
     def _close(self, shutdown_device: bool = True) -> None:
-        with self._grip_cond:
-            self._grip_quit = True
-            self._grip_cond.notify_all()
-        if self._gripper is not None:
-            with contextlib.suppress(Exception):
-                self._gripper.stop()  # ends an in-flight move/grasp so its thread can quit
-        for t in self._grip_threads:
-            t.join(timeout=5.0)
-        self._grip_threads = []
-        self._gripper = None
+        if self._hand is not None:
+            self._hand.close()
         self._robot = None
         if shutdown_device and self.emulated_device is not None:
             self.emulated_device.shutdown()  # the emulator's own thread
@@ -298,12 +263,8 @@ class FrankaArm(HardwareInterface):
         positions = np.zeros(self.embodiment.dof)
         velocities = np.zeros(self.embodiment.dof)
         positions[self._arm_idx], velocities[self._arm_idx] = q, dq
-        if self._grip_idx is not None:
-            with self._grip_cond:
-                width, speed, max_width = self._grip_width, self._grip_speed, self._grip_max_width
-            scale = 1.0 / max_width if self._grip_normalized and max_width > 0 else 1.0
-            positions[self._grip_idx] = width * scale
-            velocities[self._grip_idx] = speed * scale
+        if self._hand is not None:
+            positions[self._grip_idx], velocities[self._grip_idx] = self._hand.reading()
         return HardwareReading(positions=positions, velocities=velocities)
 
     def write(self, positions: np.ndarray) -> np.ndarray:
@@ -316,8 +277,8 @@ class FrankaArm(HardwareInterface):
         now = time.monotonic()
         if self.control_mode == "async":
             self._write_async(target)
-            if self._grip_idx is not None:
-                sent[self._grip_idx] = self._set_grip_target(float(cmd[self._grip_idx]))
+            if self._hand is not None:
+                sent[self._grip_idx] = self._hand.set_target(float(cmd[self._grip_idx]))
             return sent
         with self._lock:
             period = None if self._last_write_t is None else now - self._last_write_t
@@ -329,8 +290,8 @@ class FrankaArm(HardwareInterface):
             self._ref_duration = reference_duration(period, self._nominal_period_s)
         if not self.control_running:
             self._start_control()
-        if self._grip_idx is not None:
-            sent[self._grip_idx] = self._set_grip_target(float(cmd[self._grip_idx]))
+        if self._hand is not None:
+            sent[self._grip_idx] = self._hand.set_target(float(cmd[self._grip_idx]))
         return sent
 
     def relax(self) -> None:
@@ -359,8 +320,8 @@ class FrankaArm(HardwareInterface):
         with self._lock:
             self._error = None
             self._store_state(state)
-        with self._grip_cond:
-            self._grip_error = None
+        if self._hand is not None:
+            self._hand.clear_error()
 
     # ---- the 1 kHz control loop ------------------------------------------------------------------------------
     def _start_control(self) -> None:
@@ -407,7 +368,7 @@ class FrankaArm(HardwareInterface):
         except Exception as exc:
             # The robot stopped itself (reflex) or the link broke: latch it for the driver.
             with self._lock:
-                self._error = (f"franka robot at {self.robot_ip}: motion aborted ({_one_line(exc)}); the robot "
+                self._error = (f"franka robot at {self.robot_ip}: motion aborted ({one_line(exc)}); the robot "
                                "stopped and holds; find the cause, then call the driver's ~/reset (automatic "
                                "error recovery)")
 
@@ -451,7 +412,7 @@ class FrankaArm(HardwareInterface):
         except HardwareError:
             raise
         except Exception as exc:  # the link: pylibfranka's NetworkException and the like
-            self._abort_async(AsyncAborted(_one_line(exc)))
+            self._abort_async(AsyncAborted(one_line(exc)))
 
     def _poll_async(self) -> bool:
         """Read the state through the running handler's session; False if none runs (then an idle read)."""
@@ -523,94 +484,7 @@ class FrankaArm(HardwareInterface):
     def _raise_latched(self) -> None:
         with self._lock:
             error = self._error
-        if error is None:
-            with self._grip_cond:
-                error, self._grip_error = self._grip_error, None  # one report per failed hand command
+        if error is None and self._hand is not None:
+            error = self._hand.take_error()  # one report per failed hand command
         if error is not None:
             raise HardwareError(error)
-
-    # ---- the hand ---------------------------------------------------------------------------------------------
-    def _set_grip_target(self, value: float) -> float:
-        with self._grip_cond:
-            max_width = self._grip_max_width
-            if max_width <= 0 and not self.gripper_homing:
-                raise HardwareError(f"franka hand at {self.robot_ip}: not homed (max width 0); home it in Desk or "
-                                    "set hardware.params.franka.gripper_homing: true")
-            limit = max_width if max_width > 0 else 0.08
-            width = value * limit if self._grip_normalized else value
-            width = float(np.clip(width, 0.0, limit))  # the hand's own stroke
-            self._grip_target = width
-            if self._grip_sent is None or abs(width - self._grip_sent) > self.gripper_deadband_m:
-                self._grip_pending = True
-                self._grip_cond.notify_all()
-        return width / limit if self._grip_normalized else width
-
-    def _store_grip_state(self, state: Any) -> None:
-        t = float(state.time.to_sec())
-        with self._grip_cond:
-            if self._grip_state_t is not None and t > self._grip_state_t:
-                self._grip_speed = (float(state.width) - self._grip_width) / (t - self._grip_state_t)
-            self._grip_width, self._grip_max_width, self._grip_state_t = (float(state.width),
-                                                                          float(state.max_width), t)
-
-    def _grip_state_loop(self) -> None:
-        """Poll the hand's state; stop an in-flight command the target has left behind."""
-        while True:
-            with self._grip_cond:
-                if self._grip_quit:
-                    return
-            try:
-                self._store_grip_state(self._gripper.read_once())
-                with self._grip_cond:
-                    stale = (self._grip_busy and self._grip_target is not None and self._grip_sent is not None
-                             and abs(self._grip_target - self._grip_sent) > self.gripper_deadband_m)
-                if stale:
-                    self._gripper.stop()
-            except Exception as exc:
-                with self._grip_cond:
-                    if self._grip_quit:
-                        return
-                    self._grip_error = f"franka hand at {self.robot_ip}: state read failed ({_one_line(exc)})"
-            time.sleep(0.01)  # the hand publishes its state at a few tens of Hz
-
-    def _grip_command_loop(self) -> None:
-        """Execute hand commands one at a time (they block until the fingers stop)."""
-        while True:
-            with self._grip_cond:
-                while not self._grip_quit and not self._grip_pending:
-                    self._grip_cond.wait(0.1)
-                if self._grip_quit:
-                    return
-                goal, width = self._grip_target, self._grip_width
-                home = self.gripper_homing and not self._grip_homed_this_session
-                self._grip_sent, self._grip_busy, self._grip_pending = goal, True, False
-            try:
-                if home:
-                    self._gripper.homing()
-                    self._grip_homed_this_session = True
-                    self._store_grip_state(self._gripper.read_once())
-                    with self._grip_cond:
-                        self._grip_sent, self._grip_pending = None, True  # now go to the goal
-                    continue
-                self.gripper_commands += 1
-                if goal < width - self.gripper_deadband_m:
-                    # Closing: a grasp holds what it closes on with force; wide epsilons = any width is fine.
-                    self._gripper.grasp(goal, self.gripper_speed_mps, self.gripper_force_n, 0.1, 0.1)
-                else:
-                    self._gripper.move(goal, self.gripper_speed_mps)
-            except Exception as exc:
-                with self._grip_cond:
-                    superseded = self._grip_target is not None and abs(self._grip_target - goal) > \
-                        self.gripper_deadband_m
-                    if not (self._grip_quit or superseded):
-                        self._grip_error = (f"franka hand at {self.robot_ip}: command to {goal * 1000:.1f} mm "
-                                            f"failed ({_one_line(exc)}); check the fingers are free and the hand "
-                                            "homed (Desk)")
-                        self._grip_sent = None  # retried with the next write (not before)
-            finally:
-                with self._grip_cond:
-                    self._grip_busy = False
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: " + " ".join(str(exc).split())
