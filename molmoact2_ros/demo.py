@@ -495,6 +495,9 @@ def format_summary(emb_name: str, res: DemoResult) -> str:
     width = max(len(k) for k, _ in rows)
     lines = [f"molmoact2-ros demo summary ({res.elapsed_s:.1f} s wall, logs: {res.log_dir})"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    if _int(g(drv, "chunks_received", "0")) + 1 < _int(g(pol, "chunks_published", "0")):
+        lines.append("  (received < published: the driver's chunk subscription keeps only the newest chunk, so one "
+                     "a busy driver has not taken yet is replaced by the next; only the newest matters)")
     return "\n".join(lines)
 
 

@@ -226,3 +226,14 @@ def test_ctrl_c_stops_the_demo_and_still_prints_its_summary():
     assert _summary_value(out, "result").startswith("STOPPED: interrupted (Ctrl-C) after"), out
     assert int(_summary_value(out, "control ticks (since the driver started)")) > 0
     assert "Traceback" not in out
+
+
+def test_summary_explains_fewer_chunks_received_than_published():
+    from molmoact2_ros.demo import DRIVER, POLICY, DemoResult, format_summary
+
+    def summary(published: int, received: int) -> str:
+        diag = {POLICY: {"chunks_published": str(published)}, DRIVER: {"chunks_received": str(received)}}
+        return format_summary("so101", DemoResult(ok=True, reason="ok", diagnostics=diag, chunks_seen=published))
+
+    assert "keeps only the newest chunk" in summary(12, 7)
+    assert "keeps only the newest chunk" not in summary(12, 11)  # one may be in flight at the last count
