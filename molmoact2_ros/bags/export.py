@@ -583,8 +583,10 @@ def export_dataset(opts: ExportOptions) -> ExportResult:
     try:
         ds = lerobot_dataset.create(
             repo_id, fps=fps, features=dataset_features(emb, opts.videos), root=partial, robot_type=emb.name,
-            use_videos=opts.videos, video_backend="pyav", streaming_encoding=opts.videos,
-            image_writer_threads=0 if opts.videos else 4)
+            # Not LeRobot's streaming encoder: when its encoder thread falls 30 frames behind (a busy machine),
+            # it drops frames after 0.1 s with only a warning, and every later video frame shows the wrong
+            # step. Frames go to PNG (4 writer threads) and are encoded whole at each save_episode: nothing lost.
+            use_videos=opts.videos, video_backend="pyav", streaming_encoding=False, image_writer_threads=4)
         with tqdm(total=total_frames, desc="writing dataset", unit="frame", disable=not opts.progress) as bar:
             for plan in plans:
                 current: Episode | None = None

@@ -227,6 +227,21 @@ def test_robot_units_images_and_task_override(tmp_path: Path) -> None:
     assert '"units": "robot"' in prov
 
 
+def test_video_export_never_feeds_the_frame_dropping_streaming_encoder(tmp_path: Path, monkeypatch) -> None:
+    """LeRobot's StreamingVideoEncoder drops a frame (warning only) when its queue stays full for 0.1 s: on a
+    busy machine a video then shows every later step shifted (seen under load in the frame check above)."""
+    from lerobot.datasets import video_utils
+
+    def refuse(*_a: Any, **_k: Any) -> None:
+        raise AssertionError("the export fed LeRobot's streaming encoder, which drops frames under load")
+
+    monkeypatch.setattr(video_utils.StreamingVideoEncoder, "feed_frame", refuse)
+    yaml_path, emb = small_embodiment(tmp_path)
+    bag = write_bag(tmp_path / "run", emb, str(yaml_path), ticks=20)
+    res = export_dataset(opts([bag], tmp_path / "ds"))
+    assert res.frames == 19 and load(tmp_path / "ds", res.repo_id).meta.video_keys
+
+
 # ---- bad input: one line naming the bag and the topic; nothing half-written ------------------------------
 
 @pytest.fixture
