@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 import can
 import numpy as np
 
+from molmoact2_ros.backends.hardware.emulated import run_like_hardware
+
 # DM feedback state nibble / error codes (i2rt.motor_drivers.utils.MotorErrorCode spells the same values).
 STATE_DISABLED = 0x0
 STATE_ENABLED = 0x1
@@ -279,6 +281,7 @@ class EmulatedDMBus:
 
     # ---- the thread ---------------------------------------------------------------------------------
     def _serve(self) -> None:
+        run_like_hardware()
         bus = self._bus
         assert bus is not None
         try:

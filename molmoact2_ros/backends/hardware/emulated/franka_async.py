@@ -31,6 +31,7 @@ import numpy as np
 import pylibfranka
 from pylibfranka import _pylibfranka
 
+from molmoact2_ros.backends.hardware.emulated import run_like_hardware
 from molmoact2_ros.backends.hardware.franka_shaping import JointShaper
 
 # pylibfranka 0.21 does not re-export TargetStatus from its package; the value type is the real one.
@@ -108,6 +109,7 @@ class AsyncMotionGenerator:
         return True
 
     def _run(self) -> None:
+        run_like_hardware()
         dev = self.device
         while True:
             dev.wait_tick()

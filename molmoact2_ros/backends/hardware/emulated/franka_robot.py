@@ -41,6 +41,7 @@ import time
 import numpy as np
 import pylibfranka
 
+from molmoact2_ros.backends.hardware.emulated import run_like_hardware
 from molmoact2_ros.backends.hardware.franka_shaping import CONTROL_PERIOD_S, FRANKA_LIMITS
 
 # pylibfranka.Errors' flags, in libfranka's order (the order its string form lists them in).
@@ -538,6 +539,7 @@ class _EmulatedHand:
             self._thread.start()
 
     def _run(self) -> None:
+        run_like_hardware()
         last = time.monotonic()
         while True:
             with self.cond:

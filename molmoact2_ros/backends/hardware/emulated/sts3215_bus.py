@@ -46,6 +46,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from molmoact2_ros.backends.hardware.emulated import run_like_hardware
+
 # ---- protocol constants (Feetech SCS/STS protocol 0) -----------------------------------------------------------
 BROADCAST_ID = 0xFE
 INST_PING = 0x01
@@ -477,6 +479,7 @@ class Sts3215Bus:
 
     # ---- serving ---------------------------------------------------------------------------------------------
     def _serve(self) -> None:
+        run_like_hardware()
         master, wake = self._master, self._wake_r
         assert master is not None and wake is not None
         buf = bytearray()
