@@ -526,11 +526,10 @@ class _EmulatedHand:
         self.temperature = 30
         self._t0 = time.monotonic()
         self._stop = False
-        self._thread: threading.Thread | None = None
-        self.start()
+        self._thread: threading.Thread | None = None  # started when a Gripper connects: no hand, no thread
 
     def start(self) -> None:
-        """(Re)start the fingers' thread (a Gripper connecting after a shutdown)."""
+        """(Re)start the fingers' thread (a Gripper connecting, also after a shutdown)."""
         with self.cond:
             if self._thread is not None and self._thread.is_alive():
                 return
