@@ -7,6 +7,11 @@ from __future__ import annotations
 import os
 
 MAX_PRIORITY = 99
+# For the threads that share a real-time thread's process (and GIL) without being on its deadline: emulated
+# devices, the Franka Hand's threads. At normal priority a busy machine deschedules one while it holds the GIL
+# and the real-time thread waits behind it (driver ticks 400-700 ms late under a CPU hog with emulated devices;
+# 1.4 ms with this). Below the driver's control (50) and executor (49) threads and Franka's 1 kHz loop (80).
+GIL_SHARING_THREAD_PRIORITY = 45
 
 
 def set_thread_fifo(priority: int, purpose: str = "steady timing on a loaded machine") -> str:

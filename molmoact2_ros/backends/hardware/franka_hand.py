@@ -22,14 +22,10 @@ from typing import Any
 import numpy as np
 
 from molmoact2_ros.core.errors import HardwareError
-from molmoact2_ros.realtime import set_thread_fifo
+from molmoact2_ros.realtime import GIL_SHARING_THREAD_PRIORITY, set_thread_fifo
 
 STATE_POLL_S = 0.01  # the hand publishes its state at a few tens of Hz
 UNHOMED_STROKE_M = 0.08  # the Franka Hand's stroke, used before a homing has measured max_width
-# Real-time too, below the driver's threads (50, 49) and the 1 kHz loop (80): these threads share the driver's
-# GIL, and one descheduled at normal priority while holding it stalls the 1 kHz loop behind it (measured with
-# emulated devices under a CPU hog: 400-700 ms ticks, gone with SCHED_FIFO). Refused: normal priority.
-HAND_THREAD_PRIORITY = 45
 
 
 def one_line(exc: BaseException) -> str:
@@ -132,7 +128,7 @@ class FrankaHand:
 
     def _state_loop(self) -> None:
         """Poll the hand's state; stop an in-flight command the target has left behind."""
-        set_thread_fifo(HAND_THREAD_PRIORITY, "the Franka Hand's state thread")
+        set_thread_fifo(GIL_SHARING_THREAD_PRIORITY, "the Franka Hand's state thread")
         while True:
             with self._cond:
                 if self._quit:
@@ -153,7 +149,7 @@ class FrankaHand:
 
     def _command_loop(self) -> None:
         """Execute hand commands one at a time (they block until the fingers stop)."""
-        set_thread_fifo(HAND_THREAD_PRIORITY, "the Franka Hand's command thread")
+        set_thread_fifo(GIL_SHARING_THREAD_PRIORITY, "the Franka Hand's command thread")
         while True:
             with self._cond:
                 while not self._quit and not self._pending:
